@@ -1,0 +1,39 @@
+# freres-lmms: `make help` lists the targets.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install test demo profile checkpoints synthetic gpu-check clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install freres-lmms with its pinned dependencies (idempotent)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: install ## run the test suite (CPU, tiny local checkpoints)
+	$(BIN)/python -m pytest -q
+
+demo: install ## build what is missing, evaluate full vs uniform on the synthetic task, print the table
+	$(BIN)/python -m freres_lmms demo
+
+checkpoints: install ## write the tiny checkpoints of all three families to checkpoints/
+	$(BIN)/python -m freres_lmms checkpoints
+
+synthetic: install ## generate the synthetic video task's data
+	$(BIN)/python -m freres_lmms synthetic
+
+reproduce-table%: install ## regenerate a paper table (not yet: see the tables issue)
+	@echo "make reproduce-table$*: the table scripts are not written yet (tables issue)"; exit 2
+
+profile: install ## GPU profiling, TTFT and peak VRAM (not yet: see the profiling issue)
+	@echo "make profile: not written yet (profiling issue)"; exit 2
+
+clean: ## remove generated checkpoints, synthetic data and outputs (keeps .venv)
+	rm -rf checkpoints outputs task_configs/freres_synthetic/data

@@ -1,0 +1,26 @@
+"""``python -m freres_lmms <command>``: checkpoints | synthetic | demo."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "checkpoints": ("freres_lmms.data.checkpoints", "write the tiny local checkpoints"),
+    "synthetic": ("freres_lmms.data.synthetic", "generate the synthetic video benchmark"),
+    "demo": ("freres_lmms.demo", "evaluate full and uniform compression on the synthetic task"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        lines = [f"  {name:12s} {help_}" for name, (_, help_) in COMMANDS.items()]
+        print("usage: python -m freres_lmms <command> [options]\n\ncommands:\n" + "\n".join(lines))
+        sys.exit(0 if not argv or argv[0] in ("-h", "--help") else 2)
+    import importlib
+
+    importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

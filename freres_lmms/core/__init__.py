@@ -1,0 +1,37 @@
+"""Model-free compression methods: tensors in, tokens out. One method per file."""
+
+from __future__ import annotations
+
+from .base import CompressedVideo, CompressionError, Method, SelectionMethod, VideoTokens, gather_tokens, region_position
+from .budget import budget_tokens
+from .full import FullMethod
+from .uniform import UniformMethod
+
+#: Registry of method names (model_args ``method=``, Hydra ``method/``) to classes.
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FullMethod, UniformMethod)}
+
+
+def build_method(name: str, **knobs) -> Method:
+    """Instantiate a registered method; an unknown name lists the known ones."""
+    if name not in METHODS:
+        raise KeyError(f"unknown compression method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    try:
+        return METHODS[name](**knobs)
+    except TypeError as err:
+        raise CompressionError(f"method {name!r} got unexpected options {sorted(knobs)}: {err}") from None
+
+
+__all__ = [
+    "METHODS",
+    "CompressedVideo",
+    "CompressionError",
+    "FullMethod",
+    "Method",
+    "SelectionMethod",
+    "UniformMethod",
+    "VideoTokens",
+    "budget_tokens",
+    "build_method",
+    "gather_tokens",
+    "region_position",
+]

@@ -1,0 +1,55 @@
+"""Video decoding with decord: uniformly sampled frames plus the metadata Qwen processors need."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class VideoLoadError(ValueError):
+    """A video cannot be used: missing, unreadable, or without frames."""
+
+
+@dataclass
+class LoadedVideo:
+    frames: torch.Tensor  # uint8 [T, 3, H, W]
+    fps: float  # the file's frame rate
+    indices: list[int]  # which frames of the file were sampled
+    total_frames: int
+
+    def metadata(self) -> dict:
+        """What Qwen processors need for timestamps (Qwen3-VL) and temporal ids (Qwen2.5-VL)."""
+        return {"fps": self.fps, "frames_indices": self.indices, "total_num_frames": self.total_frames}
+
+
+def sample_indices(total: int, video_fps: float, max_num_frames: int, fps: float | None = None) -> list[int]:
+    """Evenly spaced frame indices: ``max_num_frames`` over the clip, or fewer at rate ``fps``."""
+    count = min(total, max_num_frames)
+    if fps is not None and video_fps > 0:
+        count = max(1, min(count, int(total / video_fps * fps)))
+    return np.linspace(0, total - 1, count).round().astype(int).tolist()
+
+
+def load_video(path: str, max_num_frames: int = 16, fps: float | None = None) -> LoadedVideo:
+    """Decode ``max_num_frames`` evenly spaced frames of ``path`` (fewer if ``fps`` says so)."""
+    if not os.path.isfile(path):
+        raise VideoLoadError(f"video file not found: {path}")
+    import decord
+
+    try:
+        reader = decord.VideoReader(path, num_threads=1)
+        total = len(reader)
+    except Exception as err:  # decord raises its own DECORDError and RuntimeError
+        raise VideoLoadError(f"cannot decode video {path}: {str(err).splitlines()[0][:200]}") from None
+    if total == 0:
+        raise VideoLoadError(f"video has no frames: {path}")
+    video_fps = float(reader.get_avg_fps() or 0.0)
+    indices = sample_indices(total, video_fps, max_num_frames, fps)
+    try:
+        frames = reader.get_batch(indices).asnumpy()
+    except Exception as err:
+        raise VideoLoadError(f"cannot decode frames {indices[:4]}... of {path}: {str(err).splitlines()[0][:200]}") from None
+    return LoadedVideo(torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), video_fps or 1.0, indices, total)

@@ -1,0 +1,1 @@
+"""lmms-eval integration: thin wrappers and the entry-point manifests."""

@@ -1,0 +1,187 @@
+"""Sequence bookkeeping shared by the Qwen-VL adapters.
+
+The recipe (transformers 5.23, see docs): run the vision encoder once, hand each video's token
+grid to a compression method, rebuild ``input_ids``, ``attention_mask``, ``mm_token_type_ids``
+and 4-row position ids around the emitted tokens, pass the emitted features as
+``mm_encoder_outputs`` and call the stock ``generate``. No model code is copied or patched.
+
+Position ids: rows 1-3 are each token's M-RoPE position (text and kept tokens keep theirs from
+the uncompressed prompt; synthesized tokens carry the method's), row 0 is renumbered
+contiguously over the shortened sequence, because the causal mask reads jumps in row 0 as
+packed sequences.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..core import CompressedVideo, Method, VideoTokens
+
+VIDEO_TYPE = 2  # mm_token_type_ids: 0 text, 1 image, 2 video
+
+
+@dataclass
+class VideoSpan:
+    """Where one video's tokens sit: sample ``row`` and sequence indices ``seq`` (T*H*W of them)."""
+
+    row: int
+    seq: torch.Tensor
+    grid: tuple[int, int, int]
+
+
+@dataclass
+class CompressionStats:
+    visual_tokens_before: int = 0
+    visual_tokens_after: int = 0
+    compression_seconds: float = 0.0
+
+
+class QwenVLAdapter:
+    """Applies a compression method to a Qwen-VL model's inputs. One subclass per family."""
+
+    family = "base"
+    model_type = ""  # config.model_type of the family's checkpoints
+
+    def __init__(self, model, processor):
+        if getattr(model.config, "model_type", None) != self.model_type:
+            raise ValueError(
+                f"the {self.family} adapter needs a {self.model_type!r} checkpoint, got {model.config.model_type!r}"
+            )
+        self.model = model
+        self.processor = processor
+        self.video_token_id = model.config.video_token_id
+        self.merge = model.config.vision_config.spatial_merge_size
+
+    # -- family hooks -------------------------------------------------------------------------
+    def split_deepstack(self, encoded, video: int) -> list[torch.Tensor]:
+        """DeepStack features of one video (flat [N, D] per layer); none outside Qwen3-VL."""
+        return []
+
+    def pack_encoder_output(self, encoded, features: list[torch.Tensor], deepstack: list[list[torch.Tensor]]):
+        """The ``mm_encoder_outputs["video"]`` object the stock forward consumes."""
+        return type(encoded)(pooler_output=tuple(features))
+
+    # -- the recipe ---------------------------------------------------------------------------
+    def video_spans(self, input_ids: torch.Tensor, grids: torch.Tensor) -> list[VideoSpan]:
+        """Sequence indices of every video's tokens, videos in batch order."""
+        rows, cols = (input_ids == self.video_token_id).nonzero(as_tuple=True)
+        spans, start = [], 0
+        for grid in grids.tolist():
+            t, h, w = grid[0], grid[1] // self.merge, grid[2] // self.merge
+            stop = start + t * h * w
+            if stop > rows.numel() or rows[start] != rows[stop - 1]:
+                raise ValueError("video placeholder tokens do not match video_grid_thw")
+            spans.append(VideoSpan(int(rows[start]), cols[start:stop], (t, h, w)))
+            start = stop
+        if start != rows.numel():
+            raise ValueError(f"{rows.numel() - start} video placeholder tokens have no video")
+        return spans
+
+    def query_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, span: VideoSpan) -> torch.Tensor:
+        """Embeddings of the text after the video in its sample: the question."""
+        row_ids = input_ids[span.row]
+        after = torch.arange(row_ids.numel(), device=row_ids.device) > span.seq[-1]
+        text = after & attention_mask[span.row].bool() & (row_ids != self.video_token_id)
+        return self.model.get_input_embeddings()(row_ids[text])
+
+    @torch.no_grad()
+    def compress_inputs(self, inputs: dict, method: Method) -> tuple[dict, list[CompressionStats]]:
+        """Processor outputs -> ``generate`` kwargs with each video compressed by ``method``.
+
+        Returns the kwargs and per-sample stats (visual tokens before/after, seconds spent in the
+        method, GPU-synchronized).
+        """
+        input_ids = inputs["input_ids"]
+        batch = input_ids.shape[0]
+        attention_mask = inputs.get("attention_mask")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        stats = [CompressionStats() for _ in range(batch)]
+        if inputs.get("pixel_values_videos") is None:
+            return dict(inputs), stats
+
+        base = self.model.model
+        grids = inputs["video_grid_thw"]
+        encoded = base.get_video_features(inputs["pixel_values_videos"], grids, return_dict=True)
+        rope_kwargs = {k: inputs[k] for k in ("image_grid_thw", "second_per_grid_ts") if inputs.get(k) is not None}
+        mrope, _ = base.get_rope_index(
+            input_ids, inputs["mm_token_type_ids"], video_grid_thw=grids, attention_mask=attention_mask, **rope_kwargs
+        )
+        spans = self.video_spans(input_ids, grids)
+
+        outputs: list[CompressedVideo] = []
+        for index, span in enumerate(spans):
+            t, h, w = span.grid
+            features = encoded.pooler_output[index]
+            video = VideoTokens(
+                features=features.reshape(t, h, w, -1),
+                positions=mrope[:, span.row, span.seq].reshape(3, t, h, w),
+                deepstack=[layer.reshape(t, h, w, -1) for layer in self.split_deepstack(encoded, index)],
+                query=self.query_embeddings(input_ids, attention_mask, span).to(features.dtype),
+            )
+            started = _clock(features.device)
+            out = method(video)
+            order = torch.sort(out.slots, stable=True).indices  # prompt order of the emitted tokens
+            outputs.append(CompressedVideo(out.features[order], out.positions[:, order], out.slots[order],
+                                           [d[order] for d in out.deepstack], None))
+            stats[span.row].compression_seconds += _clock(features.device) - started
+            stats[span.row].visual_tokens_before += video.num_tokens
+            stats[span.row].visual_tokens_after += out.num_tokens
+
+        kwargs = self._rebuild(inputs, attention_mask, mrope, spans, outputs)
+        video_output = self.pack_encoder_output(
+            encoded, [o.features for o in outputs], [[o.deepstack[i] for o in outputs] for i in range(len(outputs[0].deepstack))]
+        )
+        kwargs["mm_encoder_outputs"] = {"video": video_output}
+        if inputs.get("pixel_values") is not None:
+            kwargs["mm_encoder_outputs"]["image"] = base.get_image_features(
+                inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True
+            )
+        return kwargs, stats
+
+    def _rebuild(self, inputs, attention_mask, mrope, spans, outputs) -> dict:
+        """Shortened, left-padded ``input_ids``/mask/types and ``[4, B, L]`` position ids."""
+        input_ids, types = inputs["input_ids"], inputs["mm_token_type_ids"]
+        device = input_ids.device
+        rows = []
+        for b in range(input_ids.shape[0]):
+            valid = attention_mask[b].bool() & (input_ids[b] != self.video_token_id)
+            text_seq = valid.nonzero(as_tuple=True)[0]
+            keys = [text_seq]
+            ids = [input_ids[b, text_seq]]
+            kinds = [types[b, text_seq]]
+            pos = [mrope[:, b, text_seq]]
+            for span, out in zip(spans, outputs):
+                if span.row != b:
+                    continue
+                keys.append(span.seq[out.slots])
+                ids.append(torch.full((out.num_tokens,), self.video_token_id, dtype=input_ids.dtype, device=device))
+                kinds.append(torch.full((out.num_tokens,), VIDEO_TYPE, dtype=types.dtype, device=device))
+                pos.append(out.positions.to(mrope.dtype))
+            order = torch.sort(torch.cat(keys), stable=True).indices
+            rows.append((torch.cat(ids)[order], torch.cat(kinds)[order], torch.cat(pos, dim=1)[:, order]))
+
+        length = max(r[0].numel() for r in rows)
+        batch = len(rows)
+        pad_id = self.processor.tokenizer.pad_token_id
+        new_ids = torch.full((batch, length), pad_id, dtype=input_ids.dtype, device=device)
+        new_mask = torch.zeros((batch, length), dtype=attention_mask.dtype, device=device)
+        new_types = torch.zeros((batch, length), dtype=types.dtype, device=device)
+        new_pos = torch.ones((4, batch, length), dtype=mrope.dtype, device=device)
+        for b, (ids, kinds, pos) in enumerate(rows):
+            n = ids.numel()
+            new_ids[b, length - n:] = ids
+            new_mask[b, length - n:] = 1
+            new_types[b, length - n:] = kinds
+            new_pos[1:, b, length - n:] = pos
+            new_pos[0, b, length - n:] = torch.arange(n, device=device)
+        return {"input_ids": new_ids, "attention_mask": new_mask, "mm_token_type_ids": new_types, "position_ids": new_pos}
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
