@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_every_id_resolves_through_lmms_eval():
         cls = get_model(model_id)
         assert cls.is_simple and cls.family in FAMILIES
         if not model_id.startswith("vtc_"):
-            assert cls.default_method == model_id.rsplit("_", 1)[0].removesuffix("_qwen2")
+            assert model_id == f"{cls.default_method}_{cls.family}" and cls.default_method_fixed
 
 
 def test_unknown_method_lists_known(checkpoints):
@@ -80,7 +81,7 @@ def write_task(tmp_path, docs):
     with open(tmp_path / "data" / "test.jsonl", "w") as f:
         for doc in docs:
             f.write(json.dumps(doc) + "\n")
-    src = (__import__("pathlib").Path(__file__).parents[1] / "task_configs" / "freres_synthetic")
+    src = Path(__file__).parents[1] / "task_configs" / "freres_synthetic"
     (tmp_path / "utils.py").write_text((src / "utils.py").read_text())
     (tmp_path / "probe_badinput.yaml").write_text(
         (src / "freres_synthetic.yaml").read_text().replace("task: freres_synthetic", "task: freres_probe_badinput")

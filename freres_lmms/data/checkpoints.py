@@ -84,28 +84,25 @@ def build_config(family: str, tokenizer, size: TinySize = TinySize()):
     half_head = size.hidden // size.heads // 2
     section = [half_head - 2 * (half_head // 3), half_head // 3, half_head // 3]
     eos = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
+    text = {**_text_config(size, vocab, section), **eos}
     if family == "qwen2vl":
         vision = {
             "depth": size.vision_depth, "embed_dim": size.vision_width, "hidden_size": size.hidden,
             "num_heads": size.vision_heads, "mlp_ratio": 2, "patch_size": 14,
             "spatial_merge_size": 2, "temporal_patch_size": 2,
         }
-        return Qwen2VLConfig(text_config={**_text_config(size, vocab, section), **eos}, vision_config=vision, **ids)
+        return Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
+    # Qwen2.5-VL and Qwen3-VL share the vision tower's knob names.
+    vision = {
+        "depth": size.vision_depth, "hidden_size": size.vision_width, "intermediate_size": 2 * size.vision_width,
+        "num_heads": size.vision_heads, "out_hidden_size": size.hidden, "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
     if family == "qwen2_5vl":
-        vision = {
-            "depth": size.vision_depth, "hidden_size": size.vision_width, "intermediate_size": 2 * size.vision_width,
-            "num_heads": size.vision_heads, "out_hidden_size": size.hidden, "patch_size": 14,
-            "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
-            "fullatt_block_indexes": [size.vision_depth - 1], "tokens_per_second": 2,
-        }
-        return Qwen2_5_VLConfig(text_config={**_text_config(size, vocab, section), **eos}, vision_config=vision, **ids)
+        vision.update(patch_size=14, window_size=56, fullatt_block_indexes=[size.vision_depth - 1], tokens_per_second=2)
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
     if family == "qwen3vl":
-        vision = {
-            "depth": size.vision_depth, "hidden_size": size.vision_width, "intermediate_size": 2 * size.vision_width,
-            "num_heads": size.vision_heads, "out_hidden_size": size.hidden, "patch_size": 16,
-            "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 196,
-            "deepstack_visual_indexes": list(range(size.vision_depth)),
-        }
+        vision.update(patch_size=16, num_position_embeddings=196, deepstack_visual_indexes=list(range(size.vision_depth)))
         text = {**_text_config(size, vocab, [section[0], section[2], section[1]], interleaved=True), **eos}
         text["head_dim"] = size.hidden // size.heads
         return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)

@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import AutoProcessor
 
-from ..core import METHODS, Method, build_method
+from ..core import Method, build_method
 from ..data.checkpoints import ensure_checkpoint
 from ..data.video import VideoLoadError, load_video
 from ..models import ADAPTERS
@@ -71,6 +71,7 @@ class FreresQwenVL(lmms):
     is_simple = True
     family = ""
     default_method = "full"
+    default_method_fixed = False  # True for {method}_{family} ids: model_args cannot switch the method
 
     def __init__(
         self,
@@ -84,7 +85,7 @@ class FreresQwenVL(lmms):
         fps: float | None = None,
         max_new_tokens: int = 128,
         allow_text_only: bool = False,
-        max_batch_size: int | None = None,
+        max_batch_size: int | None = None,  # passed by lmms-eval's CLI; batches are batch_size
         **method_knobs,
     ) -> None:
         super().__init__()
@@ -111,8 +112,6 @@ class FreresQwenVL(lmms):
         self.fps = fps
         self.max_new_tokens = int(max_new_tokens)
         self.allow_text_only = bool(allow_text_only)
-
-    default_method_fixed = False
 
     @property
     def model(self):
@@ -265,7 +264,3 @@ class FreresQwenVL(lmms):
             )
             results.append(GenerationResult(text=text.strip(), token_counts=record))
         return results
-
-
-def known_methods() -> list[str]:
-    return sorted(METHODS)
