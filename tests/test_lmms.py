@@ -124,3 +124,12 @@ def test_bad_samples_are_recorded_and_the_run_goes_on(tmp_path, checkpoints, vid
     assert out["results"]["freres_probe_badinput"]["accuracy,none"] >= 0
     throughput = out["throughput"]
     assert throughput["avg_sample_errors"] == pytest.approx(4 / 6)
+
+
+def test_vtc_id_takes_method_and_knobs_from_model_args(checkpoints):
+    from freres_lmms.core import UniformMethod
+
+    lm = get_model("vtc_qwen3vl")(pretrained=str(checkpoints["qwen3vl"]), device="cpu", method="uniform", budget=0.25)
+    assert isinstance(lm.method, UniformMethod) and lm.method.budget == 0.25
+    with pytest.raises(ValueError, match="qwen2_vl"):  # a checkpoint of another family is refused
+        get_model("full_qwen3vl")(pretrained=str(checkpoints["qwen2vl"]), device="cpu")
