@@ -98,13 +98,8 @@ class FreresQwenVL(lmms):
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.pretrained = str(pretrained or ensure_checkpoint(self.family, REPO_ROOT / "checkpoints"))
         adapter_cls = ADAPTERS[self.family]
-        model_type = AutoConfig.from_pretrained(self.pretrained).model_type
-        if model_type != adapter_cls.model_type:
-            found = {a.model_type: a.family for a in ADAPTERS.values()}.get(model_type, "no supported family")
-            raise ValueError(
-                f"pretrained={self.pretrained} is a {model_type!r} checkpoint but the {self.family} wrapper needs "
-                f"{adapter_cls.model_type!r}; use a *_{found} model id"
-            )
+        # before loading weights: a checkpoint of another family would fail there with a size mismatch
+        adapter_cls.require(AutoConfig.from_pretrained(self.pretrained).model_type, f"pretrained={self.pretrained}")
         torch_dtype = {"auto": torch.bfloat16 if self._device.type == "cuda" else torch.float32,
                        "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
         model = adapter_cls.model_class.from_pretrained(

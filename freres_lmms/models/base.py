@@ -45,11 +45,19 @@ class QwenVLAdapter:
     family = "base"
     model_type = ""  # config.model_type of the family's checkpoints
 
+    @classmethod
+    def require(cls, model_type: str | None, source: str) -> None:
+        """Refuse a checkpoint of another family, naming the family it belongs to."""
+        if model_type == cls.model_type:
+            return
+        owner = {a.model_type: a.family for a in cls.__base__.__subclasses__()}.get(model_type, "no supported family")
+        raise ValueError(
+            f"{source} is a {model_type!r} checkpoint but the {cls.family} adapter needs {cls.model_type!r} "
+            f"(it belongs to: {owner})"
+        )
+
     def __init__(self, model, processor):
-        if getattr(model.config, "model_type", None) != self.model_type:
-            raise ValueError(
-                f"the {self.family} adapter needs a {self.model_type!r} checkpoint, got {model.config.model_type!r}"
-            )
+        self.require(getattr(model.config, "model_type", None), "the model")
         self.model = model
         self.processor = processor
         self.video_token_id = model.config.video_token_id
