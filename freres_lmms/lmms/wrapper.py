@@ -99,11 +99,12 @@ class FreresQwenVL(lmms):
         self.pretrained = str(pretrained or ensure_checkpoint(self.family, REPO_ROOT / "checkpoints"))
         adapter_cls = ADAPTERS[self.family]
         # before loading weights: a checkpoint of another family would fail there with a size mismatch
-        adapter_cls.require(AutoConfig.from_pretrained(self.pretrained).model_type, f"pretrained={self.pretrained}")
+        config = AutoConfig.from_pretrained(self.pretrained)
+        adapter_cls.require(config.model_type, f"pretrained={self.pretrained}")
         torch_dtype = {"auto": torch.bfloat16 if self._device.type == "cuda" else torch.float32,
                        "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
         model = adapter_cls.model_class.from_pretrained(
-            self.pretrained, dtype=torch_dtype, attn_implementation=attn_implementation
+            self.pretrained, config=config, dtype=torch_dtype, attn_implementation=attn_implementation
         ).to(self._device).eval()
         processor = AutoProcessor.from_pretrained(self.pretrained)
         processor.tokenizer.padding_side = "left"
