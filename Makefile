@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo profile checkpoints synthetic gpu-check clean
+.PHONY: help install test demo profile checkpoints synthetic train-testbed gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ checkpoints: install ## write the tiny checkpoints of all three families to chec
 
 synthetic: install ## generate the synthetic video task's data
 	$(BIN)/python -m freres_lmms synthetic
+
+train-testbed: install ## train a testbed model on one GPU: make train-testbed ARGS="family=qwen3vl max_minutes=7"
+	$(BIN)/python scripts/train_testbed.py $(ARGS)
 
 reproduce-table%: install ## regenerate a paper table (not yet: see the tables issue)
 	@echo "make reproduce-table$*: the table scripts are not written yet (tables issue)"; exit 2

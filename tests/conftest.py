@@ -20,9 +20,9 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def videos(tmp_path_factory):
-    """Six synthetic videos of 8 frames at 2 fps (one per question type) and their docs."""
+    """Seven synthetic videos of 8 frames at 2 fps (one per question type) and their docs."""
     root = tmp_path_factory.mktemp("synthetic")
-    jsonl = generate(root, per_type=1, frames=8, fps=2, size=224)
+    jsonl = generate(root, count=7, frames=8, fps=2, size=224)
     docs = [json.loads(line) for line in jsonl.read_text().splitlines()]
     for doc in docs:
         doc["video"] = str(root / doc["video"])

@@ -5,47 +5,108 @@ import numpy as np
 import pytest
 import torch
 
-from freres_lmms.data.synthetic import QUESTION_TYPES, generate, render, sample_scene, stack_scenes
+from freres_lmms.data.synthetic import (
+    COLOURS, DIRECTIONS, LETTERS, QTYPES, QUADRANTS, QUESTION_TYPES, PhraseTable, Scene, ensure_synthetic, generate,
+    prompt_text, render, sample,
+)
+from freres_lmms.data.tokenizer import train_tokenizer
 from freres_lmms.data.video import VideoLoadError, load_video, sample_indices
 
 
+def _part(scene, index):
+    return Scene(**{k: v[index] for k, v in vars(scene).items()})
+
+
+def _centroid(mask):
+    """(x, y) centroid of a bool [H, W] mask."""
+    ys, xs = mask.nonzero(as_tuple=True)
+    return xs.float().mean().item(), ys.float().mean().item()
+
+
 def test_generated_split_is_readable_and_balanced(tmp_path):
-    jsonl = generate(tmp_path, per_type=8, frames=8, fps=4, size=112, seed=3)
+    jsonl = generate(tmp_path, count=28, frames=8, fps=4, size=112, split="validation")
     docs = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert Counter(d["qtype"] for d in docs) == {q: 8 for q in QUESTION_TYPES}
-    assert {d["category"] for d in docs} == {"spatial", "temporal"}
-    letters = Counter(d["answer"] for d in docs)
-    assert set(letters) == set("ABCD") and max(letters.values()) <= 0.45 * len(docs)
+    assert [d["qtype"] for d in docs[:7]] == list(QTYPES)  # interleaved: any prefix is balanced
+    assert Counter(d["qtype"] for d in docs) == {q: 4 for q in QUESTION_TYPES}
+    assert {d["category"] for d in docs} == {"spatial", "temporal", "mixed"}
     video = load_video(str(tmp_path / docs[0]["video"]), max_num_frames=8)
     assert tuple(video.frames.shape) == (8, 3, 112, 112) and video.frames.dtype == torch.uint8
     assert video.fps == pytest.approx(4.0) and video.indices == list(range(8))
+    assert json.loads((tmp_path / "validation.meta.json").read_text())["count"] == 28
 
 
-def test_same_seed_same_split(tmp_path):
-    a = generate(tmp_path / "a", per_type=2, frames=4, size=64, seed=7).read_text()
-    b = generate(tmp_path / "b", per_type=2, frames=4, size=64, seed=7).read_text()
-    assert a == b
+def test_answers_uniform_within_every_type():
+    _, questions = sample(7 * 400, frames=8, size=112, seed=5)
+    for index, name in enumerate(QTYPES):
+        letters = torch.bincount(questions.answer[questions.qtype == index], minlength=4)
+        assert letters.min() >= 70, (name, letters.tolist())  # 100 expected per letter
 
 
-def test_direction_videos_really_move():
-    rng = np.random.default_rng(0)
-    params, answers = [], []
-    for _ in range(8):
-        p, _, options, answer = sample_scene(rng, "direction", 8, 112)
-        params.append(p)
-        answers.append(options["ABCD".index(answer)])
-    frames = render(stack_scenes(params), 8, 112).float()  # [N,T,H,W,3]
-    for video, direction in zip(frames, answers):
-        moving = (video[-1] - video[0]).abs().sum(-1) > 0  # pixels that changed
-        first = (video[0] != video[0, 0, 0]).any(-1).float()
-        assert moving.any()
-        # the object's centroid moves the way the answer says
-        last = (video[-1] != video[-1, 0, 0]).any(-1).float()
-        grid = torch.arange(112.0)
-        dx = (last.sum(0) @ grid / last.sum() - first.sum(0) @ grid / first.sum()).item()
-        dy = (last.sum(1) @ grid / last.sum() - first.sum(1) @ grid / first.sum()).item()
-        main = {"left": -dx, "right": dx, "up": -dy, "down": dy}
-        assert max(main, key=main.get) == direction
+def test_splits_are_deterministic_and_distinct(tmp_path):
+    a = generate(tmp_path / "a", count=7, frames=4, size=56).read_text()
+    b = generate(tmp_path / "b", count=7, frames=4, size=56).read_text()
+    c = generate(tmp_path / "c", count=7, frames=4, size=56, split="train").read_text()
+    assert a == b and a != c
+
+
+def test_ensure_regenerates_when_asked_for_other_data(tmp_path):
+    ensure_synthetic(tmp_path, count=7, frames=4, size=56)
+    first = (tmp_path / "test.jsonl").stat().st_mtime_ns
+    ensure_synthetic(tmp_path, count=7, frames=4, size=56)
+    assert (tmp_path / "test.jsonl").stat().st_mtime_ns == first
+    ensure_synthetic(tmp_path, count=14, frames=4, size=56)
+    assert len((tmp_path / "test.jsonl").read_text().splitlines()) == 14
+
+
+def test_tokens_assembled_on_tensors_equal_the_tokenizer():
+    tokenizer = train_tokenizer()
+    table = PhraseTable(tokenizer)
+    _, questions = sample(700, seed=9)
+    ids, lengths = table.assemble(questions.segments(), tokenizer.pad_token_id)
+    for i, doc in enumerate(questions.docs("test")):
+        reference = tokenizer(prompt_text(doc["question"], doc["options"]), add_special_tokens=False)["input_ids"]
+        assert ids[i, :lengths[i]].tolist() == reference, doc
+        assert (ids[i, lengths[i]:] == tokenizer.pad_token_id).all()
+
+
+def test_videos_show_what_the_answers_say():
+    frames, size = 8, 112
+    scene, questions = sample(7 * 6, frames, size, seed=2)
+    video = render(scene, frames, size)  # [N,T,H,W,3]
+    background = video[0, 0, 0, 0]
+    docs = questions.docs("x")
+    for i, doc in enumerate(docs):
+        answer = doc["options"][LETTERS.index(doc["answer"])]
+        objects = (video[i] != background).any(-1)  # [T,H,W]
+        mover = _part(scene, i)
+        if doc["qtype"] == "count":
+            assert int(answer) == int(mover.active.sum())
+        if doc["qtype"] in ("direction", "colour", "destination"):
+            alone = render(Scene(**{**vars(_part(scene, slice(i, i + 1))),
+                                    "active": torch.tensor([[True, False, False, False]])}), frames, size)[0]
+            path = (alone != background).any(-1)
+            (x0, y0), (x1, y1) = _centroid(path[0]), _centroid(path[-1])
+            moves = {"left": x0 - x1, "right": x1 - x0, "up": y0 - y1, "down": y1 - y0}
+            if doc["qtype"] == "direction":
+                assert max(moves, key=moves.get) == answer
+            if doc["qtype"] == "destination":
+                assert QUADRANTS[2 * int(y1 >= size / 2) + int(x1 >= size / 2)] == answer
+                assert QUADRANTS[2 * int(y0 >= size / 2) + int(x0 >= size / 2)] != answer
+        if doc["qtype"] == "order":  # the first frame with an object shows the answer's colour
+            first = int(objects.flatten(1).any(1).nonzero()[0])
+            seen = video[i, first][objects[first]].unique(dim=0).tolist()
+            assert seen == [list(COLOURS[answer.split()[1]])]
+        if doc["qtype"] == "changed":
+            changed = (video[i, 0] != video[i, -1]).any(-1).any()
+            assert bool(changed) == (answer != "none of them")
+        if doc["qtype"] == "position":
+            assert objects.any()
+    assert set(DIRECTIONS) == {"left", "right", "up", "down"}
+
+
+def test_render_has_no_python_loop_cost_per_frame():
+    scene, _ = sample(4, frames=32, size=64, seed=1)
+    assert render(scene, 32, 64).shape == (4, 32, 64, 64, 3)
 
 
 def test_sample_indices():

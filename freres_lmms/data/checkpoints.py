@@ -40,22 +40,38 @@ MAX_PIXELS = 224 * 224
 MAX_FRAMES = 768
 
 
-@dataclass(frozen=True)
+@dataclass
 class TinySize:
-    """Dimensions of a tiny checkpoint (LLM and vision tower)."""
+    """Dimensions of a tiny checkpoint (LLM and vision tower). Not frozen: Hydra overrides its fields."""
 
+    # the LLM
     hidden: int = 64
     layers: int = 2
     heads: int = 4
     kv_heads: int = 2
     intermediate: int = 128
+    # the vision tower
     vision_width: int = 32
     vision_depth: int = 2
     vision_heads: int = 2
+    vision_mlp_ratio: int = 2
+    deepstack: list[int] | None = None  # Qwen3-VL vision layers feeding DeepStack (None: all)
+    # Wide init so random answers depend on the input: identity tests then compare real text.
+    init_range: float = 0.3
+    rope_theta: float = 1_000_000.0
+    # Rotary pairs given to (t, h, w); None: an even split. Qwen2/2.5-VL lay sections out in
+    # order, so the last one gets the lowest frequencies: a tiny head needs a small theta and
+    # wide h/w sections to resolve positions on an 8x8 grid (Qwen3-VL interleaves them).
+    mrope_section: list[int] | None = None
+
+
+# The testbed's size (scripts/train_testbed.py): 6.4 M parameters as Qwen2-VL, 7.9 M as Qwen3-VL.
+TESTBED_SIZE = TinySize(hidden=256, layers=4, heads=4, kv_heads=2, intermediate=768, vision_width=192,
+                        vision_depth=4, vision_heads=3, vision_mlp_ratio=4, deepstack=[1, 2], init_range=0.02)
 
 
 def _text_config(size: TinySize, vocab: int, mrope_section: list[int], interleaved: bool = False) -> dict:
-    rope = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": mrope_section}
+    rope = {"rope_type": "default", "rope_theta": float(size.rope_theta), "mrope_section": mrope_section}
     if interleaved:
         rope["mrope_interleaved"] = True
     return {
@@ -67,8 +83,7 @@ def _text_config(size: TinySize, vocab: int, mrope_section: list[int], interleav
         "num_key_value_heads": size.kv_heads,
         "max_position_embeddings": 32768,
         "rope_parameters": rope,
-        # Wide init so random answers depend on the input: identity tests then compare real text.
-        "initializer_range": 0.3,
+        "initializer_range": size.init_range,
     }
 
 
@@ -83,18 +98,22 @@ def build_config(family: str, tokenizer, size: TinySize = TinySize()):
     vocab = len(tokenizer)
     half_head = size.hidden // size.heads // 2
     section = [half_head - 2 * (half_head // 3), half_head // 3, half_head // 3]
+    if size.mrope_section is not None:
+        section = list(size.mrope_section)
+        if sum(section) != half_head:
+            raise ValueError(f"mrope_section {section} must sum to head_dim/2 = {half_head}")
     eos = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
     text = {**_text_config(size, vocab, section), **eos}
     if family == "qwen2vl":
         vision = {
             "depth": size.vision_depth, "embed_dim": size.vision_width, "hidden_size": size.hidden,
-            "num_heads": size.vision_heads, "mlp_ratio": 2, "patch_size": 14,
+            "num_heads": size.vision_heads, "mlp_ratio": size.vision_mlp_ratio, "patch_size": 14,
             "spatial_merge_size": 2, "temporal_patch_size": 2,
         }
         return Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
     # Qwen2.5-VL and Qwen3-VL share the vision tower's knob names.
     vision = {
-        "depth": size.vision_depth, "hidden_size": size.vision_width, "intermediate_size": 2 * size.vision_width,
+        "depth": size.vision_depth, "hidden_size": size.vision_width, "intermediate_size": size.vision_mlp_ratio * size.vision_width,
         "num_heads": size.vision_heads, "out_hidden_size": size.hidden, "spatial_merge_size": 2,
         "temporal_patch_size": 2,
     }
@@ -102,7 +121,7 @@ def build_config(family: str, tokenizer, size: TinySize = TinySize()):
         vision.update(patch_size=14, window_size=56, fullatt_block_indexes=[size.vision_depth - 1], tokens_per_second=2)
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
     if family == "qwen3vl":
-        vision.update(patch_size=16, num_position_embeddings=196, deepstack_visual_indexes=list(range(size.vision_depth)))
+        vision.update(patch_size=16, num_position_embeddings=196, deepstack_visual_indexes=list(range(size.vision_depth)) if size.deepstack is None else list(size.deepstack))
         text = {**_text_config(size, vocab, [section[0], section[2], section[1]], interleaved=True), **eos}
         text["head_dim"] = size.hidden // size.heads
         return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
@@ -133,10 +152,8 @@ MODEL_CLASSES = {
 }
 
 
-def write_checkpoint(family: str, out_dir: str | Path, seed: int = 0, size: TinySize = TinySize()) -> Path:
-    """Write a complete tiny checkpoint of ``family`` (random weights, fixed seed) to ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def new_checkpoint(family: str, seed: int = 0, size: TinySize = TinySize()):
+    """A freshly initialised (model, processor) of ``family``: the local tokenizer, weights from ``seed``."""
     tokenizer = train_tokenizer()
     config = build_config(family, tokenizer, size)
     torch.manual_seed(seed)
@@ -144,10 +161,46 @@ def write_checkpoint(family: str, out_dir: str | Path, seed: int = 0, size: Tiny
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.do_sample = False
+    return model, build_processor(family, tokenizer)
+
+
+def save_checkpoint(model, processor, out_dir: str | Path, info: dict) -> Path:
+    """``save_pretrained`` of model and processor, plus ``freres_tiny.json`` describing the weights."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    build_processor(family, tokenizer).save_pretrained(out)
-    (out / "freres_tiny.json").write_text(json.dumps({"family": family, "seed": seed, "weights": "random"}) + "\n")
+    processor.save_pretrained(out)
+    (out / "freres_tiny.json").write_text(json.dumps(info, indent=1) + "\n")
     return out
+
+
+def write_checkpoint(family: str, out_dir: str | Path, seed: int = 0, size: TinySize = TinySize()) -> Path:
+    """Write a complete tiny checkpoint of ``family`` (random weights, fixed seed) to ``out_dir``."""
+    model, processor = new_checkpoint(family, seed, size)
+    return save_checkpoint(model, processor, out_dir, {"family": family, "seed": seed, "weights": "random"})
+
+
+# The trained testbed: small checkpoints trained on the synthetic videos (scripts/train_testbed.py),
+# shipped inside the package. ``pretrained=testbed-qwen2vl`` names one.
+TESTBED_ROOT = Path(__file__).resolve().parent / "testbed"
+TESTBED_FAMILIES = ("qwen2vl", "qwen3vl")
+
+
+def testbed_checkpoint(family: str) -> Path:
+    """Directory of the trained testbed checkpoint of ``family``; a clear error when there is none."""
+    path = TESTBED_ROOT / f"testbed-{family}"
+    if family not in TESTBED_FAMILIES or not (path / "model.safetensors").exists():
+        raise FileNotFoundError(
+            f"no trained testbed checkpoint for {family} (trained: {', '.join(TESTBED_FAMILIES)}; expected {path})"
+        )
+    return path
+
+
+def resolve_pretrained(name: str) -> str:
+    """``testbed-<family>`` names a shipped testbed checkpoint (unless a directory of that name exists)."""
+    if name.startswith("testbed-") and not Path(name).exists():
+        return str(testbed_checkpoint(name.removeprefix("testbed-")))
+    return name
 
 
 def default_checkpoint_dir(family: str, root: str | Path = "checkpoints") -> Path:

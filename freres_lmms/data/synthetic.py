@@ -1,13 +1,22 @@
-"""Procedural videos of moving coloured shapes with multiple-choice questions.
+"""Procedural videos of moving coloured shapes with four-way multiple-choice questions.
 
-Each sample is drawn for one question type. Spatial questions need one frame (how many objects,
-the colour of the moving object, where an object sits); temporal questions need several (the
-direction of motion, which object appears first, which object changes colour). The correct
-option's letter is drawn uniformly, so answers are balanced.
+One generator serves the lmms-eval task (mp4 files + jsonl) and training (tensors on the GPU):
+``sample(n, ...)`` draws ``n`` scenes and their questions as tensors, ``render`` draws the
+videos, and ``Questions`` turns question codes into text (for the jsonl) or token ids (for
+training, through ``PhraseTable``). Sampling, rendering and tokenizing are batched tensor code:
+no Python loop over samples, objects, frames or pixels.
 
-Rendering is batched tensor code over videos, objects, frames and pixels (``render``); scene
-sampling and question text are per sample. Videos are written as H.264 mp4 with PyAV and read
-back with decord by :mod:`freres_lmms.data.video`.
+Question types (``QUESTION_TYPES``), by what they need:
+
+- spatial: ``count`` (how many objects), ``colour`` (of the moving object), ``position`` (the
+  quadrant of a named object);
+- temporal: ``direction`` (of motion), ``order`` (which object appears first), ``changed``
+  (which object changes colour, or none);
+- mixed: ``destination`` (the quadrant a moving object ends up in: the last frames and where).
+
+Question types are interleaved (sample ``i`` has type ``i % 7``) and the correct letter is
+uniform over A-D within every type, so any prefix of a split is balanced. Splits draw from
+separate seeds (``SPLIT_SEEDS``).
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 COLOURS = {
@@ -30,7 +38,7 @@ COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")  # index = 2 * row + column
 QUESTION_TYPES = {
     "count": "spatial",
     "colour": "spatial",
@@ -38,10 +46,51 @@ QUESTION_TYPES = {
     "direction": "temporal",
     "order": "temporal",
     "changed": "temporal",
+    "destination": "mixed",
 }
+QTYPES = tuple(QUESTION_TYPES)
 LETTERS = "ABCD"
 MAX_OBJECTS = 4
 BACKGROUND = (30, 30, 36)
+SPLIT_SEEDS = {"train": 1_000_003, "validation": 2_000_003, "test": 3_000_017}
+
+
+# -- phrases: every question and option string, indexed; text and token ids come from here ------
+def _object(colour: str, shape: str) -> str:
+    return f"the {colour} {shape}"
+
+
+OBJECTS = [_object(c, s) for c in COLOURS for s in SHAPES]  # index = 3 * colour + shape
+QUESTION_PHRASES = (
+    ["How many objects are in the video?", "What colour is the moving object?",
+     "Which object appears first?", "Which object changes colour?"]
+    + [f"Where is {o}?" for o in OBJECTS]
+    + [f"In which direction does {o} move?" for o in OBJECTS]
+    + [f"Where does {o} end up?" for o in OBJECTS]
+)
+OPTION_PHRASES = (
+    ["1", "2", "3", "4"] + list(COLOURS) + list(QUADRANTS) + list(DIRECTIONS) + OBJECTS
+    + [f"the {s}" for s in SHAPES] + ["none of them"]
+)
+# Segments of the prompt between the variable parts; each starts at a pre-tokenizer boundary,
+# so tokenizing the pieces and concatenating equals tokenizing the whole text (tested).
+FIXED = ["Question:", "\nOptions:\n(A)", "\n(B)", "\n(C)", "\n(D)", "\nAnswer with the option's letter."]
+PHRASES = FIXED + [" " + q for q in QUESTION_PHRASES] + [" " + o for o in OPTION_PHRASES]
+_Q0 = len(FIXED)  # first question phrase
+_O0 = _Q0 + len(QUESTION_PHRASES)  # first option phrase
+Q_COUNT, Q_COLOUR, Q_ORDER, Q_CHANGED = range(_Q0, _Q0 + 4)
+Q_WHERE, Q_DIRECTION, Q_DESTINATION = (_Q0 + 4 + i * len(OBJECTS) for i in range(3))
+O_NUMBER, O_COLOUR = _O0, _O0 + 4
+O_QUADRANT = O_COLOUR + len(COLOURS)
+O_DIRECTION = O_QUADRANT + 4
+O_OBJECT = O_DIRECTION + 4
+O_SHAPE = O_OBJECT + len(OBJECTS)
+O_NONE = O_SHAPE + len(SHAPES)
+
+
+def text_of(index: int) -> str:
+    """The question or option string of a phrase index (without its leading space)."""
+    return PHRASES[index].removeprefix(" ")
 
 
 @dataclass
@@ -59,6 +108,201 @@ class Scene:
     radius: torch.Tensor  # float [N, K]
 
 
+@dataclass
+class Questions:
+    """Question codes of a batch: phrase indices into ``PHRASES`` and the answer's letter index."""
+
+    qtype: torch.Tensor  # long [N] index into QTYPES
+    question: torch.Tensor  # long [N]
+    options: torch.Tensor  # long [N, 4]
+    answer: torch.Tensor  # long [N] in 0..3
+
+    def segments(self) -> torch.Tensor:
+        """Phrase indices of each prompt, in order: [N, 11]."""
+        fixed = torch.arange(len(FIXED), device=self.qtype.device).expand(len(self.qtype), -1)
+        parts = [fixed[:, :1], self.question[:, None]]
+        for k in range(4):
+            parts += [fixed[:, 1 + k:2 + k], self.options[:, k:k + 1]]
+        return torch.cat(parts + [fixed[:, 5:]], dim=1)
+
+    def docs(self, split: str, start: int = 0) -> list[dict]:
+        """The jsonl records (text) of the batch; sample ``i`` is ``{split}-{start + i:05d}``."""
+        rows = zip(self.qtype.tolist(), self.question.tolist(), self.options.tolist(), self.answer.tolist())
+        out = []
+        for i, (qtype, question, options, answer) in enumerate(rows):
+            name = f"{split}-{start + i:05d}"
+            out.append({
+                "id": name, "video": f"videos/{name}.mp4", "question": text_of(question),
+                "options": [text_of(o) for o in options], "answer": LETTERS[answer],
+                "qtype": QTYPES[qtype], "category": QUESTION_TYPES[QTYPES[qtype]],
+            })
+        return out
+
+
+def prompt_text(question: str, options: list[str]) -> str:
+    """The task's prompt (``doc_to_text`` of task_configs/freres_synthetic)."""
+    lines = "\n".join(f"({letter}) {option}" for letter, option in zip(LETTERS, options))
+    return f"Question: {question}\nOptions:\n{lines}\nAnswer with the option's letter."
+
+
+class PhraseTable:
+    """Token ids of every phrase, padded: assembles prompts on any device without a Python loop."""
+
+    def __init__(self, tokenizer, device: str | torch.device = "cpu") -> None:
+        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PHRASES]
+        self.lengths = torch.tensor([len(e) for e in encoded], device=device)
+        self.ids = torch.zeros(len(encoded), int(self.lengths.max()), dtype=torch.long, device=device)
+        for row, e in enumerate(encoded):  # once per table, not per sample
+            self.ids[row, :len(e)] = torch.tensor(e)
+
+    def assemble(self, segments: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenate the phrases of each row of ``segments`` [N, S]: right-padded ids [N, L], lengths [N]."""
+        ids, lengths = self.ids[segments], self.lengths[segments]  # [N,S,P], [N,S]
+        valid = torch.arange(ids.shape[-1], device=ids.device) < lengths[..., None]
+        total = lengths.sum(1)
+        out = torch.full((len(segments), int(total.max())), pad_id, dtype=torch.long, device=ids.device)
+        column = valid.flatten(1).cumsum(1) - 1  # target column of each valid token
+        row = torch.arange(len(segments), device=ids.device)[:, None].expand_as(column)
+        mask = valid.flatten(1)
+        out[row[mask], column[mask]] = ids.flatten(1)[mask]
+        return out, total
+
+
+# -- sampling -----------------------------------------------------------------------------------
+class _Draw:
+    def __init__(self, seed: int, device) -> None:
+        self.g = torch.Generator(device=device).manual_seed(seed)
+        self.device = device
+
+    def uniform(self, low, high, shape) -> torch.Tensor:
+        return low + (high - low) * torch.rand(shape, generator=self.g, device=self.device)
+
+    def integers(self, low, high, shape) -> torch.Tensor:
+        """Integers in [low, high); ``high`` may be a tensor (per-sample bounds)."""
+        return (low + torch.rand(shape, generator=self.g, device=self.device) * (high - low)).long()
+
+    def permutation(self, n: int, k: int) -> torch.Tensor:
+        """``n`` random permutations of range(k): [n, k]."""
+        return torch.rand((n, k), generator=self.g, device=self.device).argsort(1)
+
+
+def _insert(correct: torch.Tensor, distractors: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """Four options per row: ``distractors`` [N,3] in order, ``correct`` [N] at ``slot`` [N]."""
+    index = torch.arange(4, device=slot.device)[None, :]
+    pick = (index - (index > slot[:, None]).long()).clamp(max=2)
+    return torch.where(index == slot[:, None], correct[:, None], distractors.gather(1, pick))
+
+
+def _others(candidates: torch.Tensor, correct: torch.Tensor, draw: _Draw) -> torch.Tensor:
+    """Three of ``candidates`` [N,M] other than column ``correct`` [N], in random order."""
+    keys = torch.rand(candidates.shape, generator=draw.g, device=draw.device)
+    keys.scatter_(1, correct[:, None], 2.0)  # the correct one sorts last
+    return candidates.gather(1, keys.argsort(1)[:, :3])
+
+
+def sample(n: int, frames: int = 16, size: int = 224, seed: int = 0, device: str | torch.device = "cpu",
+           first: int = 0) -> tuple[Scene, Questions]:
+    """Draw ``n`` scenes and questions; sample ``i`` asks question type ``(first + i) % 7``."""
+    draw = _Draw(seed, device)
+    k, half = MAX_OBJECTS, size / 2
+    qtype = (torch.arange(n, device=device) + first) % len(QTYPES)
+    is_type = {name: qtype == i for i, name in enumerate(QTYPES)}
+    rows = torch.arange(n, device=device)
+
+    shape = draw.integers(0, len(SHAPES), (n, k))
+    three = draw.permutation(n, len(SHAPES))  # order/changed: three objects of distinct shapes
+    ordered = is_type["order"] | is_type["changed"]
+    shape[:, :3] = torch.where(ordered[:, None], three, shape[:, :3])
+    colour = draw.permutation(n, len(COLOURS))[:, :k]  # distinct; colour k-1 is a spare for the options
+    radius = draw.uniform(size * 0.07, size * 0.1, (n, k))
+
+    # Static objects sit in distinct quadrants so they never overlap.
+    quad = draw.permutation(n, 4)
+    # destination: the mover crosses from quad[0] into a neighbouring quadrant (flip the column
+    # bit or the row bit); the two static objects take the quadrants it never enters.
+    flip = 1 + draw.integers(0, 2, (n,))  # 1: horizontal, 2: vertical
+    source = quad[:, 0]
+    crossing = torch.stack([source, source ^ (3 - flip), source ^ 3, source ^ flip], 1)
+    quad = torch.where(is_type["destination"][:, None], crossing, quad)
+    corner = torch.stack([(quad % 2) * half, (quad // 2) * half], -1).float()
+    start = corner + draw.uniform(size * 0.14, half - size * 0.14, (n, k, 2))
+
+    count = torch.full((n,), 3, device=device)
+    count = torch.where(is_type["count"] | is_type["position"], 1 + draw.integers(0, 4, (n,)), count)
+    count = torch.where(is_type["colour"] | is_type["direction"] | is_type["destination"],
+                        1 + draw.integers(0, 3, (n,)), count)
+    active = torch.arange(k, device=device)[None, :] < count[:, None]
+
+    # colour/direction: object 0 moves 45% of the frame along a random axis, its whole path inside.
+    velocity = torch.zeros(n, k, 2, device=device)
+    heading = draw.integers(0, 4, (n,))
+    unit = torch.tensor(list(DIRECTIONS.values()), device=device, dtype=torch.float32)[heading]
+    moves = is_type["colour"] | is_type["direction"]
+    step = unit * size * 0.45 / max(frames - 1, 1)
+    travel = step * (frames - 1)
+    margin = size * 0.18
+    low = torch.clamp(margin - travel, min=margin)
+    high = torch.clamp(size - margin - travel, max=size - margin)
+    mover_start = low + (high - low) * draw.uniform(0.0, 1.0, (n, 2))
+    # destination: from near the source quadrant's centre to near the neighbour's centre.
+    column, row = (source % 2).float(), (source // 2).float()
+    centre = torch.stack([column, row], -1) * half + half / 2
+    sign = torch.where(torch.stack([column, row], -1) > 0, -1.0, 1.0)
+    along = torch.stack([flip == 1, flip == 2], -1).float()
+    crossing_start = centre + draw.uniform(-size * 0.04, size * 0.04, (n, 2))
+    crossing_step = along * sign * half / max(frames - 1, 1)
+    start[:, 0] = torch.where(moves[:, None], mover_start, torch.where(is_type["destination"][:, None], crossing_start, start[:, 0]))
+    velocity[:, 0] = torch.where(moves[:, None], step, torch.where(is_type["destination"][:, None], crossing_step, velocity[:, 0]))
+
+    # order: three objects appear in distinct quarters of the clip.
+    appear = torch.zeros(n, k, dtype=torch.long, device=device)
+    slots = draw.permutation(n, 4)[:, :3] * (frames // 4)
+    appear[:, :3] = torch.where(is_type["order"][:, None], slots, appear[:, :3])
+    # changed: object `target` (3 = none) turns the spare colour from a frame in the middle half.
+    target = draw.integers(0, 4, (n,))
+    changes = is_type["changed"] & (target < 3)
+    change_at = draw.integers(frames // 4, 3 * frames // 4 + 1, (n,))
+    change_frame = torch.full((n, k), frames + 1, dtype=torch.long, device=device)
+    hit = changes[:, None] & (torch.arange(k, device=device)[None, :] == target.clamp(max=2)[:, None])
+    change_frame = torch.where(hit, change_at[:, None], change_frame)
+    colour_end = torch.where(hit, colour[:, k - 1:k], colour)
+
+    scene = Scene(active, shape, colour, colour_end, change_frame, appear, start, velocity, radius)
+
+    # -- questions ------------------------------------------------------------------------------
+    letter = draw.integers(0, 4, (n,))  # the correct slot where options are drawn
+    objects = colour * len(SHAPES) + shape  # [N,K] index into OBJECTS
+    named = draw.integers(0, count, (n,))  # position: which active object is asked about
+    question = torch.full((n,), Q_COUNT, device=device)
+    options = O_NUMBER + torch.arange(4, device=device).expand(n, 4)
+    answer = count - 1
+    # colour
+    colours = O_COLOUR + torch.arange(len(COLOURS), device=device).expand(n, -1)
+    colour_options = _insert(O_COLOUR + colour[:, 0], _others(colours, colour[:, 0], draw), letter)
+    # order: the first to appear among the three, plus an absent object of the spare colour
+    first_seen = appear[:, :3].argmin(1)
+    absent = colour[:, k - 1] * len(SHAPES) + draw.integers(0, len(SHAPES), (n,))
+    names = O_OBJECT + torch.cat([objects[:, :3], absent[:, None]], 1)
+    order_options = _insert(names[rows, first_seen], _others(names, first_seen, draw), letter)
+    quadrant_options = O_QUADRANT + torch.arange(4, device=device).expand(n, 4)
+    cases = [  # (type, question phrase, options, answer)
+        ("colour", torch.full_like(question, Q_COLOUR), colour_options, letter),
+        ("position", Q_WHERE + objects[rows, named], quadrant_options, quad[rows, named]),
+        ("direction", Q_DIRECTION + objects[:, 0], O_DIRECTION + torch.arange(4, device=device).expand(n, 4), heading),
+        ("order", torch.full_like(question, Q_ORDER), order_options, letter),
+        ("changed", torch.full_like(question, Q_CHANGED), torch.tensor([O_SHAPE, O_SHAPE + 1, O_SHAPE + 2, O_NONE], device=device).expand(n, 4),
+         torch.where(target < 3, shape[rows, target.clamp(max=2)], 3)),
+        ("destination", Q_DESTINATION + objects[:, 0], quadrant_options, source ^ flip),
+    ]
+    for name, q, opts, ans in cases:
+        mask = is_type[name]
+        question = torch.where(mask, q, question)
+        options = torch.where(mask[:, None], opts, options)
+        answer = torch.where(mask, ans, answer)
+    return scene, Questions(qtype, question, options, answer)
+
+
+# -- rendering ----------------------------------------------------------------------------------
 def render(scene: Scene, frames: int, size: int) -> torch.Tensor:
     """Draw every video of ``scene``: uint8 [N, T, size, size, 3]. No loop over frames or videos."""
     device = scene.start.device
@@ -76,123 +320,21 @@ def render(scene: Scene, frames: int, size: int) -> torch.Tensor:
     visible = scene.active[:, :, None] & (t[None, None, :] >= scene.appear_frame[:, :, None])
     mask = mask & visible[..., None, None]  # [N,K,T,H,W]
     # Later objects are drawn on top: the layer index of the topmost object at each pixel.
-    layer = torch.arange(1, scene.active.shape[1] + 1, device=device)[None, :, None, None, None]
-    top = (mask * layer).amax(dim=1)  # [N,T,H,W], 0 = background
+    layer = torch.arange(1, scene.active.shape[1] + 1, device=device, dtype=torch.uint8)[None, :, None, None, None]
+    top = (mask * layer).amax(dim=1).long()  # [N,T,H,W], 0 = background
     palette = torch.tensor(list(COLOURS.values()), device=device, dtype=torch.uint8)
     colour_idx = torch.where(
         t[None, None, :] >= scene.change_frame[:, :, None], scene.colour_end[:, :, None], scene.colour_start[:, :, None]
     )  # [N,K,T]
-    colours = torch.cat([torch.tensor(BACKGROUND, device=device, dtype=torch.uint8).expand(*colour_idx.shape[::2], 1, 3),
-                         palette[colour_idx].permute(0, 2, 1, 3)], dim=2)  # [N,T,K+1,3]
-    return _lookup(colours, top)
+    background = torch.tensor(BACKGROUND, device=device, dtype=torch.uint8).expand(*colour_idx.shape[::2], 1, 3)
+    colours = torch.cat([background, palette[colour_idx].permute(0, 2, 1, 3)], dim=2)  # [N,T,K+1,3]
+    n, t_, h, w = top.shape
+    out = torch.gather(colours.reshape(n * t_, -1, 3), 1, top.reshape(n * t_, h * w, 1).expand(-1, -1, 3))
+    return out.reshape(n, t_, h, w, 3)
 
 
-def _lookup(colours: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
-    """colours [N,T,K+1,3] indexed by top [N,T,H,W] -> [N,T,H,W,3]."""
-    n, t, h, w = top.shape
-    flat = colours.reshape(n * t, -1, 3)
-    idx = top.reshape(n * t, h * w)
-    out = torch.gather(flat, 1, idx[..., None].expand(-1, -1, 3))
-    return out.reshape(n, t, h, w, 3)
-
-
-def _options(rng: np.random.Generator, correct: str, pool: list[str]) -> tuple[list[str], str]:
-    """Four options with ``correct`` at a uniformly drawn letter; distractors from ``pool``."""
-    distractors = [p for p in pool if p != correct]
-    picked = list(rng.choice(distractors, size=3, replace=False))
-    slot = int(rng.integers(4))
-    options = picked[:slot] + [correct] + picked[slot:]
-    return options, LETTERS[slot]
-
-
-def _describe(colour: int, shape: int) -> str:
-    return f"the {list(COLOURS)[colour]} {SHAPES[shape]}"
-
-
-def sample_scene(rng: np.random.Generator, qtype: str, frames: int, size: int) -> tuple[dict, str, list[str], str]:
-    """One scene's parameters (as arrays over K objects) and its question, options and answer."""
-    k = MAX_OBJECTS
-    margin = size * 0.18
-    p = {
-        "active": np.zeros(k, bool),
-        "shape": rng.integers(0, len(SHAPES), k),
-        "colour_start": rng.permutation(len(COLOURS))[:k],
-        "change_frame": np.full(k, frames + 1),
-        "appear_frame": np.zeros(k, int),
-        "start": rng.uniform(margin, size - margin, (k, 2)),
-        "velocity": np.zeros((k, 2)),
-        "radius": rng.uniform(size * 0.07, size * 0.1, k),
-    }
-    p["colour_end"] = p["colour_start"].copy()
-    # Static objects sit in distinct quadrants so they never overlap.
-    quad = rng.permutation(4)
-    half = size / 2
-    p["start"] = np.stack([(quad % 2) * half, (quad // 2) * half], 1) + rng.uniform(size * 0.14, half - size * 0.14, (k, 2))
-    colour_names = list(COLOURS)
-    if qtype == "count":
-        n = int(rng.integers(1, 5))
-        p["active"][:n] = True
-        options, answer = [str(i) for i in range(1, 5)], LETTERS[n - 1]
-        return p, "How many objects are in the video?", options, answer
-    if qtype == "position":
-        n = int(rng.integers(1, 5))
-        p["active"][:n] = True
-        target = int(rng.integers(n))
-        correct = QUADRANTS[int(quad[target])]
-        options, answer = list(QUADRANTS), LETTERS[QUADRANTS.index(correct)]
-        return p, f"Where is {_describe(p['colour_start'][target], p['shape'][target])}?", options, answer
-    if qtype in ("colour", "direction"):
-        n = int(rng.integers(1, 4))
-        p["active"][:n] = True
-        mover = 0
-        name = str(rng.choice(list(DIRECTIONS)))
-        step = np.array(DIRECTIONS[name], float) * size * 0.45 / max(frames - 1, 1)
-        p["velocity"][mover] = step
-        # Start the mover where its whole path stays inside the frame.
-        travel = step * (frames - 1)
-        low = np.maximum(margin, margin - travel)
-        high = np.minimum(size - margin, size - margin - travel)
-        p["start"][mover] = rng.uniform(low, high)
-        if qtype == "colour":
-            correct = colour_names[p["colour_start"][mover]]
-            options, answer = _options(rng, correct, colour_names)
-            return p, "What colour is the moving object?", options, answer
-        options, answer = list(DIRECTIONS), LETTERS[list(DIRECTIONS).index(name)]
-        return p, f"In which direction does {_describe(p['colour_start'][mover], p['shape'][mover])} move?", options, answer
-    if qtype == "order":
-        p["active"][:3] = True
-        p["shape"][:3] = rng.permutation(3)
-        slots = rng.permutation(4)[:3]
-        p["appear_frame"][:3] = slots * frames // 4
-        first = int(np.argmin(p["appear_frame"][:3]))
-        names = [_describe(p["colour_start"][i], p["shape"][i]) for i in range(3)]
-        absent = _describe(p["colour_start"][3], int(rng.integers(3)))
-        options, answer = _options(rng, names[first], names + [absent])
-        return p, "Which object appears first?", options, answer
-    if qtype == "changed":
-        p["active"][:3] = True
-        p["shape"][:3] = rng.permutation(3)
-        target = int(rng.integers(3))
-        p["colour_end"][target] = p["colour_start"][3]  # a colour no other object has
-        p["change_frame"][target] = int(rng.integers(frames // 4, 3 * frames // 4 + 1))
-        options = [f"the {s}" for s in SHAPES] + ["none of them"]
-        return p, "Which object changes colour?", options, LETTERS[int(p["shape"][target])]
-    raise ValueError(f"unknown question type {qtype!r}; known: {', '.join(QUESTION_TYPES)}")
-
-
-def stack_scenes(params: list[dict], device: str = "cpu") -> Scene:
-    def col(key, dtype):
-        return torch.as_tensor(np.stack([p[key] for p in params]), dtype=dtype, device=device)
-
-    return Scene(
-        active=col("active", torch.bool), shape=col("shape", torch.long), colour_start=col("colour_start", torch.long),
-        colour_end=col("colour_end", torch.long), change_frame=col("change_frame", torch.long),
-        appear_frame=col("appear_frame", torch.long), start=col("start", torch.float32),
-        velocity=col("velocity", torch.float32), radius=col("radius", torch.float32),
-    )
-
-
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+# -- files --------------------------------------------------------------------------------------
+def write_mp4(path: Path, frames, fps: int) -> None:
     """Encode uint8 [T, H, W, 3] frames as near-lossless H.264."""
     import av
 
@@ -208,52 +350,57 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
             container.mux(packet)
 
 
-def generate(out_dir: str | Path, per_type: int = 10, frames: int = 16, size: int = 224, fps: int = 8,
-             seed: int = 0, split: str = "test", batch: int = 16) -> Path:
-    """Write ``per_type`` samples of each question type: ``OUT/videos/*.mp4`` and ``OUT/<split>.jsonl``."""
+def generate(out_dir: str | Path, count: int = 70, frames: int = 16, size: int = 224, fps: int = 8,
+             split: str = "test", seed: int | None = None, batch: int = 32) -> Path:
+    """Write ``count`` samples of ``split``: ``OUT/videos/*.mp4`` and ``OUT/<split>.jsonl``.
+
+    The seed defaults to the split's (``SPLIT_SEEDS``); scenes are drawn on the CPU so a split is
+    the same on every machine.
+    """
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    docs, params = [], []
-    for qtype in QUESTION_TYPES:
-        for i in range(per_type):
-            p, question, options, answer = sample_scene(rng, qtype, frames, size)
-            params.append(p)
-            docs.append({
-                "id": f"{split}-{qtype}-{i:04d}", "video": f"videos/{split}-{qtype}-{i:04d}.mp4",
-                "question": question, "options": options, "answer": answer,
-                "qtype": qtype, "category": QUESTION_TYPES[qtype],
-            })
-    for lo in range(0, len(docs), batch):
-        videos = render(stack_scenes(params[lo:lo + batch]), frames, size).numpy()
-        for doc, video in zip(docs[lo:lo + batch], videos):
+    scene, questions = sample(count, frames, size, SPLIT_SEEDS[split] if seed is None else seed)
+    docs = questions.docs(split)
+    for lo in range(0, count, batch):
+        part = Scene(**{name: value[lo:lo + batch] for name, value in vars(scene).items()})
+        for doc, video in zip(docs[lo:lo + batch], render(part, frames, size).numpy()):
             write_mp4(out / doc["video"], video, fps)
     with open(out / f"{split}.jsonl", "w") as f:
         for doc in docs:
             f.write(json.dumps(doc) + "\n")
+    meta = {"generator_version": GENERATOR_VERSION, "count": count, "frames": frames, "size": size, "fps": fps,
+            "split": split, "seed": SPLIT_SEEDS[split] if seed is None else seed}
+    (out / f"{split}.meta.json").write_text(json.dumps(meta) + "\n")
     return out / f"{split}.jsonl"
 
 
 DEFAULT_TASK_DATA = Path(__file__).resolve().parents[2] / "task_configs" / "freres_synthetic" / "data"
+DEFAULT_TEST_SIZE = 350  # 50 per question type
+GENERATOR_VERSION = 2  # bump when the videos or questions a seed gives change
 
 
-def ensure_synthetic(out_dir: str | Path = DEFAULT_TASK_DATA, **kwargs) -> Path:
-    """The synthetic test split, generated if missing."""
-    path = Path(out_dir) / "test.jsonl"
-    return path if path.exists() else generate(out_dir, **kwargs)
+def ensure_synthetic(out_dir: str | Path = DEFAULT_TASK_DATA, count: int = DEFAULT_TEST_SIZE, **kwargs) -> Path:
+    """The synthetic test split, generated if missing, older than this generator, or other than asked."""
+    path, meta_path = Path(out_dir) / "test.jsonl", Path(out_dir) / "test.meta.json"
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        wanted = {"generator_version": GENERATOR_VERSION, "count": count, **kwargs}
+        if all(meta.get(k) == v for k, v in wanted.items()):
+            return path
+    return generate(out_dir, count, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(DEFAULT_TASK_DATA), help="where the task YAML looks by default")
-    parser.add_argument("--per-type", type=int, default=10)
+    parser.add_argument("--count", type=int, default=DEFAULT_TEST_SIZE, help="samples (question types interleave)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", choices=list(SPLIT_SEEDS), default="test")
+    parser.add_argument("--seed", type=int, default=None, help="default: the split's own seed")
     args = parser.parse_args(argv)
-    print(generate(args.out, args.per_type, args.frames, args.size, args.fps, args.seed, args.split))
+    print(generate(args.out, args.count, args.frames, args.size, args.fps, args.split, args.seed))
 
 
 if __name__ == "__main__":

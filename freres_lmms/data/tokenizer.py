@@ -55,7 +55,7 @@ _WORDS = (
     "appears appear changed changes change order event events video frame frames start end count "
     "answer option options question best only give letter with the number one two three four five "
     "zero six seven eight nine you helpful assistant system user please describe scene background "
-    "A B C D E ( ) . , ? : seconds time"
+    "A B C D E ( ) . , ? : seconds time none them end ends quadrant"
 )
 
 

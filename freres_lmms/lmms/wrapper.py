@@ -28,7 +28,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoProcessor
 
 from ..core import Method, build_method
-from ..data.checkpoints import ensure_checkpoint
+from ..data.checkpoints import ensure_checkpoint, resolve_pretrained
 from ..data.video import VideoLoadError, load_video
 from ..models import ADAPTERS
 
@@ -96,7 +96,8 @@ class FreresQwenVL(lmms):
             )
         self.method: Method = build_method(method or self.default_method, **method_knobs)
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.pretrained = str(pretrained or ensure_checkpoint(self.family, REPO_ROOT / "checkpoints"))
+        # testbed-<family> names a trained testbed shipped in the package; default: the random tiny one
+        self.pretrained = resolve_pretrained(str(pretrained)) if pretrained else str(ensure_checkpoint(self.family, REPO_ROOT / "checkpoints"))
         adapter_cls = ADAPTERS[self.family]
         # before loading weights: a checkpoint of another family would fail there with a size mismatch
         config = AutoConfig.from_pretrained(self.pretrained)

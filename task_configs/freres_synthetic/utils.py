@@ -5,6 +5,8 @@ import re
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 LETTERS = "ABCD"
+QTYPES = ("count", "colour", "position", "direction", "order", "changed", "destination")
+CATEGORIES = ("spatial", "temporal", "mixed")
 
 
 def doc_to_visual(doc):
@@ -15,6 +17,7 @@ def doc_to_visual(doc):
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    # Must stay equal to freres_lmms.data.synthetic.prompt_text: the testbed is trained on it.
     options = "\n".join(f"({letter}) {option}" for letter, option in zip(LETTERS, doc["options"]))
     return f"Question: {doc['question']}\nOptions:\n{options}\nAnswer with the option's letter."
 
@@ -25,14 +28,17 @@ def extract_letter(response):
     return match.group(1) if match else None
 
 
+METRICS = ["accuracy"] + [f"{c}_accuracy" for c in CATEGORIES] + [f"{q}_accuracy" for q in QTYPES]
+
+
 def process_results(doc, results):
     pred = extract_letter(results[0])
     record = {"qtype": doc["qtype"], "category": doc["category"], "correct": float(pred == doc["answer"])}
-    return {"accuracy": record, "spatial_accuracy": record, "temporal_accuracy": record}
+    return {metric: record for metric in METRICS}
 
 
-def _mean_correct(records, category=None):
-    kept = [r["correct"] for r in records if category is None or r["category"] == category]
+def _mean_correct(records, key=None, value=None):
+    kept = [r["correct"] for r in records if key is None or r[key] == value]
     return 100.0 * sum(kept) / len(kept) if kept else float("nan")
 
 
@@ -40,9 +46,16 @@ def accuracy(records):
     return _mean_correct(records)
 
 
-def spatial_accuracy(records):
-    return _mean_correct(records, "spatial")
+def _aggregation(key, value):
+    def aggregate(records):
+        return _mean_correct(records, key, value)
+
+    aggregate.__name__ = f"{value}_accuracy"
+    return aggregate
 
 
-def temporal_accuracy(records):
-    return _mean_correct(records, "temporal")
+# spatial_accuracy, ..., count_accuracy, ...: the names the task YAML's `!function utils.<name>` reads.
+for _category in CATEGORIES:
+    globals()[f"{_category}_accuracy"] = _aggregation("category", _category)
+for _qtype in QTYPES:
+    globals()[f"{_qtype}_accuracy"] = _aggregation("qtype", _qtype)

@@ -1,0 +1,204 @@
+"""Model inputs for training on synthetic videos, built on the GPU exactly as the eval path builds them.
+
+The lmms-eval path decodes an mp4, runs the checkpoint's processor and the chat template. Here
+the same inputs come from tensors: ``SyntheticBatches`` renders a batch, turns its frames into
+``pixel_values_videos`` with the processor's own normalisation and patch layout (``patchify``,
+tested against the processor), and assembles ``input_ids`` from the prompt template the
+processor produced once (system turn, video placeholders, Qwen3-VL timestamps) around each
+question's token ids. Only the answer (letter and end of turn) is supervised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .synthetic import LETTERS, PhraseTable, Questions, Scene, render, sample
+
+PLACEHOLDER = "QQQ"
+
+
+def patchify(videos: torch.Tensor, video_processor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, T, H, W, 3] -> (pixel_values [N*t*h*w, 3*tp*p*p] float32, grid_thw [N, 3]).
+
+    The layout of Qwen2-VL/Qwen3-VL video processors: temporal patches of ``tp`` frames, spatial
+    patches of ``p`` pixels, grouped by ``merge_size`` x ``merge_size`` blocks. No resizing: the
+    frames must already be a multiple of ``p * merge_size``.
+    """
+    n, frames, height, width, _ = videos.shape
+    p, m, tp = video_processor.patch_size, video_processor.merge_size, video_processor.temporal_patch_size
+    if height % (p * m) or width % (p * m) or frames % tp:
+        raise ValueError(f"frames of {height}x{width}x{frames} do not tile into {p * m}-pixel merged patches of {tp} frames")
+    mean = torch.tensor(video_processor.image_mean, device=videos.device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(video_processor.image_std, device=videos.device).view(1, 1, 3, 1, 1)
+    x = (videos.permute(0, 1, 4, 2, 3).float() / 255.0 - mean) / std  # [N,T,3,H,W]
+    t, h, w = frames // tp, height // p, width // p
+    x = x.view(n, t, tp, 3, h // m, m, p, w // m, m, p).permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)
+    grid = torch.tensor([t, h, w], device=videos.device).expand(n, 3)
+    return x.reshape(n * t * h * w, 3 * tp * p * p), grid
+
+
+def chroma_subsample(videos: torch.Tensor) -> torch.Tensor:
+    """What 4:2:0 video coding does to colour: chroma averaged over 2x2 pixels (uint8 in and out)."""
+    rgb = videos.float()
+    y = rgb @ torch.tensor([0.299, 0.587, 0.114], device=rgb.device)
+    cb, cr = (rgb[..., 2] - y) * 0.564, (rgb[..., 0] - y) * 0.713
+    n, t, h, w = y.shape
+    pooled = F.avg_pool2d(torch.stack([cb, cr], 2).view(n * t, 2, h, w), 2)
+    cb, cr = F.interpolate(pooled, scale_factor=2, mode="nearest").view(n, t, 2, h, w).unbind(2)
+    r, b = y + cr / 0.713, y + cb / 0.564
+    g = (y - 0.299 * r - 0.114 * b) / 0.587
+    return torch.stack([r, g, b], -1).round().clamp(0, 255).to(torch.uint8)
+
+
+@dataclass
+class PromptTemplate:
+    """Token ids around the question: ``prefix`` (through the video) and ``suffix`` (to the answer)."""
+
+    prefix: torch.Tensor  # long [P]
+    prefix_types: torch.Tensor  # mm_token_type_ids of the prefix
+    suffix: torch.Tensor  # long [S]
+    answers: torch.Tensor  # long [4, A]: each letter's tokens plus end of turn
+
+    @classmethod
+    def build(cls, processor, frames: int, size: int, fps: float) -> "PromptTemplate":
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PLACEHOLDER}]}]
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        before, after = text.split(PLACEHOLDER)
+        video = torch.zeros(frames, 3, size, size, dtype=torch.uint8)
+        metadata = {"fps": float(fps), "frames_indices": list(range(frames)), "total_num_frames": frames}
+        encoded = processor(text=[before], videos=[video], video_metadata=[metadata], return_tensors="pt")
+        tokenizer = processor.tokenizer
+        answers = [tokenizer(letter, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for letter in LETTERS]
+        if len({len(a) for a in answers}) != 1:
+            raise ValueError("each answer letter must be one token")
+        suffix = tokenizer(after, add_special_tokens=False)["input_ids"]
+        return cls(encoded["input_ids"][0], encoded["mm_token_type_ids"][0], torch.tensor(suffix), torch.tensor(answers))
+
+    def to(self, device) -> "PromptTemplate":
+        return PromptTemplate(*(v.to(device) for v in vars(self).values()))
+
+
+class SyntheticBatches:
+    """Batches of (model inputs, questions) drawn from the synthetic generator on ``device``."""
+
+    def __init__(self, processor, frames: int = 16, size: int = 224, fps: float = 8.0,
+                 device: str | torch.device = "cpu", chroma: float = 0.0) -> None:
+        self.processor, self.frames, self.size, self.device = processor, frames, size, torch.device(device)
+        self.template = PromptTemplate.build(processor, frames, size, fps).to(self.device)
+        self.phrases = PhraseTable(processor.tokenizer, self.device)
+        self.pad_id = processor.tokenizer.pad_token_id
+        self.chroma = chroma  # probability of simulating 4:2:0 chroma per video
+        self.prefix_positions: torch.Tensor | None = None  # [3, P] M-RoPE positions of the template prefix
+
+    def precompute_positions(self, model) -> None:
+        """Take the prefix's M-RoPE positions from ``model`` once, so batches carry ``position_ids``.
+
+        Every sample has the same prefix (the video block), and the text after it is sequential,
+        so the model's per-sample position computation (a Python loop over the batch) is skipped.
+        """
+        tpl = self.template
+        grid = torch.tensor([[self.frames // self.processor.video_processor.temporal_patch_size,
+                              self.size // self.processor.video_processor.patch_size,
+                              self.size // self.processor.video_processor.patch_size]], device=self.device)
+        mrope, _ = model.model.get_rope_index(tpl.prefix[None], tpl.prefix_types[None], video_grid_thw=grid,
+                                              attention_mask=torch.ones_like(tpl.prefix[None]))
+        self.prefix_positions = mrope[:, 0]
+
+    def draw(self, n: int, seed: int, first: int = 0, on_cpu: bool = False) -> tuple[Scene, Questions]:
+        """``on_cpu`` draws where the task's split files are drawn, so the same seed gives the same split."""
+        scene, questions = sample(n, self.frames, self.size, seed, "cpu" if on_cpu else self.device, first)
+        if on_cpu:
+            scene = Scene(**{k: v.to(self.device) for k, v in vars(scene).items()})
+            questions = Questions(**{k: v.to(self.device) for k, v in vars(questions).items()})
+        return scene, questions
+
+    def inputs(self, scene: Scene, questions: Questions, generator: torch.Generator | None = None,
+               with_answers: bool = True) -> dict:
+        """Model inputs (right-padded) with ``labels`` on the answer tokens when ``with_answers``."""
+        videos = render(scene, self.frames, self.size)
+        if self.chroma > 0:
+            pick = torch.rand(len(videos), device=self.device, generator=generator) < self.chroma
+            videos = torch.where(pick[:, None, None, None, None], chroma_subsample(videos), videos)
+        pixels, grid = patchify(videos, self.processor.video_processor)
+        question, q_len = self.phrases.assemble(questions.segments(), self.pad_id)
+        n, tpl = len(question), self.template
+        answer = tpl.answers[questions.answer] if with_answers else question[:, :0]
+        tail = torch.cat([tpl.suffix.expand(n, -1), answer], 1)
+        # Place each row's tail right after its question: compact the padding to the row's end.
+        body = torch.cat([question, torch.full_like(tail, self.pad_id)], 1)
+        column = q_len[:, None] + torch.arange(tail.shape[1], device=self.device)[None, :]
+        body.scatter_(1, column, tail)
+        length = q_len + tail.shape[1]
+        ids = torch.cat([tpl.prefix.expand(n, -1), body], 1)
+        mask = torch.arange(ids.shape[1], device=self.device)[None, :] < (len(tpl.prefix) + length)[:, None]
+        types = torch.cat([tpl.prefix_types.expand(n, -1), torch.zeros_like(body)], 1)
+        out = {"input_ids": ids, "attention_mask": mask.long(), "mm_token_type_ids": types,
+               "pixel_values_videos": pixels, "video_grid_thw": grid}
+        if self.prefix_positions is not None:
+            # [4, N, L]: row 0 the text position, rows 1-3 M-RoPE; text continues after the prefix.
+            after = self.prefix_positions[:, -1:] + 1 + torch.arange(body.shape[1], device=self.device)
+            mrope = torch.cat([self.prefix_positions, after.expand(3, -1)], 1)
+            row0 = torch.arange(ids.shape[1], device=self.device)[None]
+            out["position_ids"] = torch.cat([row0, mrope])[:, None, :].expand(4, n, -1)
+            # With positions given, the grid only drives the vision encoder, which works per
+            # temporal slice (attention, 2D rotary and position embeddings depend on h, w only):
+            # one grid of N*t slices gives the same features without a Python loop over videos.
+            out["video_grid_thw"] = torch.cat([grid[:1, :1] * n, grid[:1, 1:]], 1)
+        if with_answers:
+            labels = torch.full_like(ids, -100)
+            answer_cols = len(tpl.prefix) + (length - answer.shape[1])[:, None] + torch.arange(answer.shape[1], device=self.device)
+            labels.scatter_(1, answer_cols, answer)
+            out["labels"] = labels
+        return out
+
+
+@torch.no_grad()
+def answer_accuracy(model, batches: SyntheticBatches, scene: Scene, questions: Questions, chunk: int = 64) -> torch.Tensor:
+    """Per-sample correctness of the greedy first answer token (the letter generate would emit): bool [N]."""
+    letters = batches.template.answers[:, 0]
+    correct = []
+    for lo in range(0, len(questions.qtype), chunk):
+        part_scene = Scene(**{k: v[lo:lo + chunk] for k, v in vars(scene).items()})
+        part_q = Questions(**{k: v[lo:lo + chunk] for k, v in vars(questions).items()})
+        inputs = batches.inputs(part_scene, part_q, with_answers=False)
+        last = inputs["attention_mask"].sum(1) - 1
+        logits = model(**inputs, logits_to_keep=0).logits  # right-padded: read each row's last real position
+        predicted = logits[torch.arange(len(last), device=last.device), last].argmax(-1)
+        correct.append(predicted == letters[part_q.answer])
+    return torch.cat(correct)
+
+
+# -- faster vision attention for training --------------------------------------------------------
+PACKED_ATTENTION = "flash_packed_sdpa"  # "flash" in the name selects the encoders' cu_seqlens path
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0,
+                          cu_seq_lens_q=None, max_length_q=None, is_causal=False, **kwargs):
+    """Attention within equal-length packed segments as one batched SDPA call.
+
+    The Qwen vision encoders attend within each temporal slice. Under plain ``sdpa`` they call
+    attention once per slice (512 calls per layer for a batch of 64 videos of 8 slices), which
+    makes training CPU-bound; the flash path hands the whole pack with ``cu_seqlens`` to one call.
+    Every slice of a training batch has the same size, so the pack reshapes into a batch.
+    Registered under ``PACKED_ATTENTION`` (``use_packed_vision_attention``); training only.
+    """
+    total = query.shape[2]
+    length = int(max_length_q) if max_length_q is not None else total
+    lengths = cu_seq_lens_q.diff() if cu_seq_lens_q is not None else None
+    if total % length or (lengths is not None and not bool((lengths == length).all())):
+        raise ValueError("packed_sdpa_attention needs segments of equal length")
+    q, k, v = (x[0].unflatten(1, (total // length, length)).transpose(0, 1) for x in (query, key, value))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=is_causal)
+    return out.permute(0, 2, 1, 3).reshape(1, total, out.shape[1], out.shape[3]), None
+
+
+def use_packed_vision_attention(model) -> None:
+    """Switch ``model``'s vision encoder (only) to ``packed_sdpa_attention``, through transformers'
+    attention registry: a new named implementation, no class patched."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
+    model.set_attn_implementation({"vision_config": PACKED_ATTENTION})

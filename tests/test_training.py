@@ -1,0 +1,112 @@
+"""The training inputs built on tensors equal what the processor builds; the training script runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from freres_lmms.data.checkpoints import TinySize, build_processor, new_checkpoint
+from freres_lmms.data.synthetic import prompt_text, render
+from freres_lmms.data.tokenizer import train_tokenizer
+from freres_lmms.data.training import SyntheticBatches, answer_accuracy, chroma_subsample, use_packed_vision_attention
+
+FAMILIES = ("qwen2vl", "qwen3vl")
+SMALL = TinySize(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vision_width=64, vision_depth=3,
+                 vision_heads=2, deepstack=[0, 2], init_range=0.3)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_inputs_equal_the_processor(family):
+    processor = build_processor(family, train_tokenizer())
+    batches = SyntheticBatches(processor, frames=8, size=224, fps=4.0)
+    scene, questions = batches.draw(7, seed=3)
+    ours = batches.inputs(scene, questions, with_answers=False)
+    texts = [processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt_text(d["question"], d["options"])}]}],
+        tokenize=False, add_generation_prompt=True) for d in questions.docs("x")]
+    processor.tokenizer.padding_side = "right"
+    metadata = {"fps": 4.0, "frames_indices": list(range(8)), "total_num_frames": 8}
+    reference = processor(text=texts, videos=[v.permute(0, 3, 1, 2) for v in render(scene, 8, 224)],
+                          video_metadata=[metadata] * 7, padding=True, return_tensors="pt")
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw"):
+        assert torch.equal(ours[key], reference[key].to(ours[key].dtype)), key
+    torch.testing.assert_close(ours["pixel_values_videos"], reference["pixel_values_videos"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_labels_cover_exactly_the_answer(family):
+    model, processor = new_checkpoint(family, size=SMALL)
+    batches = SyntheticBatches(processor, frames=4, size=224)
+    scene, questions = batches.draw(5, seed=4)
+    labels = batches.inputs(scene, questions)["labels"]
+    decoded = [processor.tokenizer.decode(row[row != -100]) for row in labels]
+    assert decoded == [f"{d['answer']}<|im_end|>" for d in questions.docs("x")]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_shortcuts_change_no_logit(family):
+    """Packed vision attention, precomputed positions and one packed grid give the stock forward's logits."""
+    model, processor = new_checkpoint(family, size=SMALL)
+    batches = SyntheticBatches(processor, frames=4, size=224)
+    scene, questions = batches.draw(5, seed=1)
+    stock_inputs = batches.inputs(scene, questions)
+    with torch.no_grad():
+        stock = model(**stock_inputs)
+    batches.precompute_positions(model)
+    use_packed_vision_attention(model)
+    fast_inputs = batches.inputs(scene, questions)
+    assert fast_inputs["video_grid_thw"].shape[0] == 1 and "position_ids" in fast_inputs
+    with torch.no_grad():
+        fast = model(**fast_inputs)
+    mask = stock_inputs["attention_mask"].bool()
+    torch.testing.assert_close(fast.logits[mask], stock.logits[mask], atol=1e-5, rtol=1e-5)
+    assert fast.loss.item() == pytest.approx(stock.loss.item(), abs=1e-5)
+    assert answer_accuracy(model, batches, scene, questions).shape == (5,)
+
+
+def test_chroma_subsample_keeps_flat_colours():
+    flat = torch.full((1, 2, 4, 4, 3), 120, dtype=torch.uint8)
+    flat[..., 0] = 200
+    assert (chroma_subsample(flat).int() - flat.int()).abs().max() <= 1
+    edge = torch.zeros(1, 1, 4, 4, 3, dtype=torch.uint8)
+    edge[..., 0, 0] = 255  # one red pixel: its colour spreads over its 2x2 block
+    assert chroma_subsample(edge)[0, 0, 1, 1].sum() > 0
+
+
+def test_train_script_writes_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "tb"
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_testbed.py"), "device=cpu", "frames=4", "size=112",
+           "batch_size=2", "steps=2", "log_every=1", "eval_every=100", "eval_samples=7", "test_samples=7",
+           f"out={out}", "model.hidden=64", "model.intermediate=128", "model.vision_width=64", "model.vision_heads=2",
+           "model.layers=2", "model.vision_depth=2", "model.rope_theta=30", "model.mrope_section=[4,2,2]",
+           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True)
+    info = json.loads((out / "freres_tiny.json").read_text())
+    assert info["steps"] == 2 and set(info["test_accuracy_first_token"]) >= {"count", "destination", "all"}
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    from transformers import AutoConfig, AutoProcessor, Qwen2VLForConditionalGeneration
+
+    config = AutoConfig.from_pretrained(out)
+    assert config.text_config.rope_parameters["mrope_section"] == [4, 2, 2]
+    assert config.vision_config._attn_implementation != "flash_packed_sdpa"
+    model = Qwen2VLForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
+    assert model.dtype == torch.float32 and AutoProcessor.from_pretrained(out) is not None
+
+
+def test_testbed_names_resolve_or_fail_clearly(tmp_path, monkeypatch):
+    from freres_lmms.data import checkpoints
+
+    monkeypatch.setattr(checkpoints, "TESTBED_ROOT", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no trained testbed checkpoint for qwen2vl"):
+        checkpoints.resolve_pretrained("testbed-qwen2vl")
+    with pytest.raises(FileNotFoundError, match="trained: qwen2vl, qwen3vl"):
+        checkpoints.resolve_pretrained("testbed-qwen2_5vl")
+    (tmp_path / "testbed-qwen3vl").mkdir()
+    (tmp_path / "testbed-qwen3vl" / "model.safetensors").write_bytes(b"")
+    assert checkpoints.resolve_pretrained("testbed-qwen3vl") == str(tmp_path / "testbed-qwen3vl")
+    assert checkpoints.resolve_pretrained("Qwen/Qwen2-VL-7B-Instruct") == "Qwen/Qwen2-VL-7B-Instruct"
