@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo profile checkpoints synthetic train-testbed gpu-check clean
+.PHONY: help install test demo profile checkpoints synthetic train-testbed testbed-table gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ synthetic: install ## generate the synthetic video task's data
 
 train-testbed: install ## train a testbed model on one GPU: make train-testbed ARGS="family=qwen3vl max_minutes=7"
 	$(BIN)/python scripts/train_testbed.py $(ARGS)
+
+testbed-table: install ## accuracy per question type, every method at 50/25/10% of tokens -> results/testbed.md
+	$(BIN)/python scripts/testbed_table.py $(ARGS)
 
 reproduce-table%: install ## regenerate a paper table (not yet: see the tables issue)
 	@echo "make reproduce-table$*: the table scripts are not written yet (tables issue)"; exit 2

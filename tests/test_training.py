@@ -110,3 +110,21 @@ def test_testbed_names_resolve_or_fail_clearly(tmp_path, monkeypatch):
     (tmp_path / "testbed-qwen3vl" / "model.safetensors").write_bytes(b"")
     assert checkpoints.resolve_pretrained("testbed-qwen3vl") == str(tmp_path / "testbed-qwen3vl")
     assert checkpoints.resolve_pretrained("Qwen/Qwen2-VL-7B-Instruct") == "Qwen/Qwen2-VL-7B-Instruct"
+
+
+def test_testbed_table_rows(checkpoints):
+    """One row per method and budget; a budget a method cannot meet is reported, not scored 0."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import testbed_table
+
+    from freres_lmms.data.synthetic import QTYPES, ensure_synthetic
+
+    ensure_synthetic()
+    assert testbed_table.rows_to_run([0.5, 0.1]) == [("full", {}), ("uniform", {"budget": 0.5}), ("uniform", {"budget": 0.1})]
+    full = testbed_table.evaluate(str(checkpoints["qwen2vl"]), "full", {}, limit=7)
+    assert full["visual_tokens"] == full["of"] == 512 and full["samples"] == 7 and full["errors"] == 0
+    assert set(QTYPES) <= set(full) and all(0 <= full[q] <= 100 for q in QTYPES)
+    half = testbed_table.evaluate(str(checkpoints["qwen2vl"]), "uniform", {"budget": 0.5}, limit=7)
+    assert half["visual_tokens"] == 256
+    tiny = testbed_table.evaluate(str(checkpoints["qwen2vl"]), "uniform", {"budget": 0.1}, limit=7)
+    assert tiny["errors"] == 7 and "below one temporal slice" in tiny["note"] and "count" not in tiny
