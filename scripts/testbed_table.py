@@ -22,9 +22,6 @@ sys.path.insert(0, str(ROOT))
 from freres_lmms.core import METHODS  # noqa: E402
 from freres_lmms.data.synthetic import QTYPES, ensure_synthetic  # noqa: E402
 
-MODEL_TYPES = {"qwen2_vl": "qwen2vl", "qwen2_5_vl": "qwen2_5vl", "qwen3_vl": "qwen3vl"}
-
-
 def rows_to_run(budgets: list[float]) -> list[tuple[str, dict]]:
     runs = [("full", {})]
     runs += [(name, {"budget": b}) for name in METHODS if name != "full" for b in budgets]
@@ -39,9 +36,11 @@ def evaluate(pretrained: str, method: str, knobs: dict, limit: int | None) -> di
 
     from freres_lmms.data.checkpoints import resolve_pretrained
     from freres_lmms.lmms.families import FAMILY_CLASSES
+    from freres_lmms.models import ADAPTERS
 
     path = resolve_pretrained(pretrained)
-    family = MODEL_TYPES[AutoConfig.from_pretrained(path).model_type]
+    model_type = AutoConfig.from_pretrained(path).model_type
+    family = next(f for f, adapter in ADAPTERS.items() if adapter.model_type == model_type)
     model = FAMILY_CLASSES[family](pretrained=path, method=method, **knobs)
     out = simple_evaluate(model=model, tasks=["freres_synthetic"], limit=limit, log_samples=True,
                           task_manager=TaskManager(include_path=str(ROOT / "task_configs")))

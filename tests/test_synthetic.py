@@ -13,10 +13,6 @@ from freres_lmms.data.tokenizer import train_tokenizer
 from freres_lmms.data.video import VideoLoadError, load_video, sample_indices
 
 
-def _part(scene, index):
-    return Scene(**{k: v[index] for k, v in vars(scene).items()})
-
-
 def _centroid(mask):
     """(x, y) centroid of a bool [H, W] mask."""
     ys, xs = mask.nonzero(as_tuple=True)
@@ -78,11 +74,11 @@ def test_videos_show_what_the_answers_say():
     for i, doc in enumerate(docs):
         answer = doc["options"][LETTERS.index(doc["answer"])]
         objects = (video[i] != background).any(-1)  # [T,H,W]
-        mover = _part(scene, i)
+        mover = scene.map(lambda v: v[i])
         if doc["qtype"] == "count":
             assert int(answer) == int(mover.active.sum())
         if doc["qtype"] in ("direction", "colour", "destination"):
-            alone = render(Scene(**{**vars(_part(scene, slice(i, i + 1))),
+            alone = render(Scene(**{**vars(scene.map(lambda v: v[i:i + 1])),
                                     "active": torch.tensor([[True, False, False, False]])}), frames, size)[0]
             path = (alone != background).any(-1)
             (x0, y0), (x1, y1) = _centroid(path[0]), _centroid(path[-1])

@@ -93,8 +93,15 @@ def text_of(index: int) -> str:
     return PHRASES[index].removeprefix(" ")
 
 
+class _TensorFields:
+    """Dataclasses of per-sample tensors: ``map`` applies one function to every field."""
+
+    def map(self, fn):
+        return type(self)(**{name: fn(value) for name, value in vars(self).items()})
+
+
 @dataclass
-class Scene:
+class Scene(_TensorFields):
     """Per-object parameters of a batch of videos (tensors lead with [N, K])."""
 
     active: torch.Tensor  # bool [N, K]
@@ -109,7 +116,7 @@ class Scene:
 
 
 @dataclass
-class Questions:
+class Questions(_TensorFields):
     """Question codes of a batch: phrase indices into ``PHRASES`` and the answer's letter index."""
 
     qtype: torch.Tensor  # long [N] index into QTYPES
@@ -362,7 +369,7 @@ def generate(out_dir: str | Path, count: int = 70, frames: int = 16, size: int =
     scene, questions = sample(count, frames, size, SPLIT_SEEDS[split] if seed is None else seed)
     docs = questions.docs(split)
     for lo in range(0, count, batch):
-        part = Scene(**{name: value[lo:lo + batch] for name, value in vars(scene).items()})
+        part = scene.map(lambda value: value[lo:lo + batch])
         for doc, video in zip(docs[lo:lo + batch], render(part, frames, size).numpy()):
             write_mp4(out / doc["video"], video, fps)
     with open(out / f"{split}.jsonl", "w") as f:

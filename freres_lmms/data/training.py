@@ -111,8 +111,7 @@ class SyntheticBatches:
         """``on_cpu`` draws where the task's split files are drawn, so the same seed gives the same split."""
         scene, questions = sample(n, self.frames, self.size, seed, "cpu" if on_cpu else self.device, first)
         if on_cpu:
-            scene = Scene(**{k: v.to(self.device) for k, v in vars(scene).items()})
-            questions = Questions(**{k: v.to(self.device) for k, v in vars(questions).items()})
+            scene, questions = (part.map(lambda v: v.to(self.device)) for part in (scene, questions))
         return scene, questions
 
     def inputs(self, scene: Scene, questions: Questions, generator: torch.Generator | None = None,
@@ -161,8 +160,7 @@ def answer_accuracy(model, batches: SyntheticBatches, scene: Scene, questions: Q
     letters = batches.template.answers[:, 0]
     correct = []
     for lo in range(0, len(questions.qtype), chunk):
-        part_scene = Scene(**{k: v[lo:lo + chunk] for k, v in vars(scene).items()})
-        part_q = Questions(**{k: v[lo:lo + chunk] for k, v in vars(questions).items()})
+        part_scene, part_q = (part.map(lambda v: v[lo:lo + chunk]) for part in (scene, questions))
         inputs = batches.inputs(part_scene, part_q, with_answers=False)
         last = inputs["attention_mask"].sum(1) - 1
         logits = model(**inputs, logits_to_keep=0).logits  # right-padded: read each row's last real position
