@@ -29,7 +29,7 @@ checkpoints: install ## write the tiny checkpoints of all three families to chec
 synthetic: install ## generate the synthetic video task's data
 	$(BIN)/python -m freres_lmms synthetic
 
-train-testbed: install ## train a testbed model on one GPU: make train-testbed ARGS="family=qwen3vl max_minutes=7"
+train-testbed: install ## train a testbed model on one GPU: make train-testbed ARGS="testbed=qwen3vl max_minutes=7"
 	$(BIN)/python scripts/train_testbed.py $(ARGS)
 
 testbed-table: install ## accuracy per question type, every method at 50/25/10% of tokens -> results/testbed.md

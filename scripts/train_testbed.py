@@ -1,7 +1,7 @@
 """Train the testbed: a small Qwen2-VL or Qwen3-VL (DeepStack) model on the synthetic videos.
 
-    python scripts/train_testbed.py family=qwen2vl            # one H100/H200, about 7 minutes
-    python scripts/train_testbed.py family=qwen3vl out=...     # any key of conf/train_testbed.yaml
+    python scripts/train_testbed.py testbed=qwen2vl           # one H100/H200, about 7 minutes
+    python scripts/train_testbed.py testbed=qwen3vl out=...    # any key of conf/train_testbed.yaml
 
 Batches come from the vectorized generator on the GPU (``freres_lmms.data.training``), with
 inputs identical to what the checkpoint's processor builds from the task's mp4 files. bf16

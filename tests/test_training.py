@@ -82,7 +82,7 @@ def test_train_script_writes_a_loadable_checkpoint(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts" / "train_testbed.py"), "device=cpu", "frames=4", "size=112",
            "batch_size=2", "steps=2", "log_every=1", "eval_every=100", "eval_samples=7", "test_samples=7",
            f"out={out}", "model.hidden=64", "model.intermediate=128", "model.vision_width=64", "model.vision_heads=2",
-           "model.layers=2", "model.vision_depth=2", "model.rope_theta=30", "model.mrope_section=[4,2,2]",
+           "model.layers=2", "model.vision_depth=2", "model.mrope_section=[4,2,2]",
            f"hydra.run.dir={tmp_path / 'hydra'}"]
     subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True)
     info = json.loads((out / "freres_tiny.json").read_text())
@@ -128,3 +128,17 @@ def test_testbed_table_rows(checkpoints):
     assert half["visual_tokens"] == 256
     tiny = testbed_table.evaluate(str(checkpoints["qwen2vl"]), "uniform", {"budget": 0.1}, limit=7)
     assert tiny["errors"] == 7 and "below one temporal slice" in tiny["note"] and "count" not in tiny
+
+
+@pytest.mark.parametrize("testbed, theta, section", [("qwen2vl", 30.0, [4, 14, 14]), ("qwen3vl", 1e6, None)])
+def test_testbed_presets_compose(testbed, theta, section):
+    from hydra import compose, initialize_config_dir
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_testbed  # noqa: F401  (registers the schema)
+
+    with initialize_config_dir(config_dir=str(ROOT / "freres_lmms" / "conf"), version_base=None):
+        cfg = compose("train_testbed", overrides=[f"testbed={testbed}"])
+    assert cfg.family == testbed and cfg.out == f"outputs/testbed/testbed-{testbed}"
+    assert cfg.model.rope_theta == theta and cfg.model.mrope_section == section
+    assert cfg.model.hidden == 256 and cfg.model.deepstack == [1, 2]
