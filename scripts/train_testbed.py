@@ -4,7 +4,9 @@
     python scripts/train_testbed.py testbed=qwen3vl out=...    # any key of conf/train_testbed.yaml
 
 Batches come from the vectorized generator on the GPU (``freres_lmms.data.training``), with
-inputs identical to what the checkpoint's processor builds from the task's mp4 files. bf16
+inputs identical to what the checkpoint's processor builds from the task's mp4 files; each
+video's own question (the evaluation prompt) is followed by ``extra_questions`` more chat turns
+about it, so one pass of the vision tower supervises several answers. bf16
 autocast, AdamW, warmup then cosine; the schedule ends at ``steps`` or ``max_minutes``. Writes
 a ``save_pretrained`` checkpoint (weights in bf16) with ``train_log.jsonl``, ``train_config.yaml``
 and ``freres_tiny.json`` (test accuracy per question type) to ``out``.
@@ -43,6 +45,7 @@ class TrainConfig:
     size: int = 224
     fps: int = 8
     chroma: float = 0.5  # share of videos with simulated 4:2:0 chroma, as H.264 files carry
+    extra_questions: int = 3  # more chat turns per video (other valid questions): answers per vision pass
     # the schedule: warmup, then cosine until `steps` or `max_minutes`, whichever comes first
     batch_size: int = 64
     steps: int = 4000
@@ -136,8 +139,9 @@ def main(cfg: TrainConfig) -> None:
             raise RuntimeError("train seeds would reach the validation split's")
         seed = SPLIT_SEEDS["train"] + 1_000 * cfg.seed + earlier["steps"] + step  # a new draw in every segment
         scene, questions = batches.draw(cfg.batch_size, seed, first=step)
+        extra = batches.extra(scene, questions, cfg.extra_questions, seed=10**8 + seed)
         with autocast:
-            loss = model(**batches.inputs(scene, questions, generator)).loss
+            loss = model(**batches.inputs(scene, questions, generator, extra=extra)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()

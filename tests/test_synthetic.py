@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from freres_lmms.data.synthetic import (
-    COLOURS, DIRECTIONS, LETTERS, QTYPES, QUADRANTS, QUESTION_TYPES, PhraseTable, Scene, ensure_synthetic, generate,
+    COLOURS, DIRECTIONS, LETTERS, QTYPES, QUADRANTS, QUESTION_TYPES, PhraseTable, Scene, VALID_QUESTIONS, ensure_synthetic, extra_questions, generate,
     prompt_text, render, sample,
 )
 from freres_lmms.data.tokenizer import train_tokenizer
@@ -98,6 +98,33 @@ def test_videos_show_what_the_answers_say():
         if doc["qtype"] == "position":
             assert objects.any()
     assert set(DIRECTIONS) == {"left", "right", "up", "down"}
+
+
+def test_extra_questions_are_answered_by_the_same_scene():
+    """Extra questions are of a type valid for the scene, and each answer is what the scene shows."""
+    frames, size = 8, 112
+    scene, questions = sample(7 * 20, frames, size, seed=4)
+    video = render(scene, frames, size)
+    for extra in extra_questions(scene, questions, turns=3, frames=frames, size=size, seed=5):
+        assert VALID_QUESTIONS[questions.qtype, extra.qtype].all()
+        for i, doc in enumerate(extra.docs("x")):
+            answer = doc["options"][LETTERS.index(doc["answer"])]
+            if doc["qtype"] == "count":
+                assert int(answer) == int(scene.active[i].sum())
+            if doc["qtype"] == "position":  # wherever the named object shows, it is in the answer's quadrant
+                colour = COLOURS[doc["question"].split()[3]]
+                pixels = (video[i] == torch.tensor(colour, dtype=torch.uint8)).all(-1)  # [T,H,W]
+                assert pixels.any(), doc
+                ys, xs = pixels.nonzero(as_tuple=True)[1:]
+                quadrants = {QUADRANTS[2 * int(y >= size / 2) + int(x >= size / 2)] for y, x in zip(ys.tolist(), xs.tolist())}
+                assert quadrants == {answer}, doc
+            if doc["qtype"] == "colour":  # the one object that moves has the answer's colour
+                moving = (scene.velocity[i] != 0).any(-1) & scene.active[i]
+                assert int(moving.sum()) == 1
+                assert list(COLOURS)[int(scene.colour_start[i][moving])] == answer
+            if doc["qtype"] == "order":
+                assert QTYPES[int(questions.qtype[i])] == "order"
+    assert len({tuple(e.answer.tolist()) for e in extra_questions(scene, questions, 2, frames, size, 5)}) == 2
 
 
 def test_render_has_no_python_loop_cost_per_frame():

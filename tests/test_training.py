@@ -45,6 +45,36 @@ def test_labels_cover_exactly_the_answer(family):
     labels = batches.inputs(scene, questions)["labels"]
     decoded = [processor.tokenizer.decode(row[row != -100]) for row in labels]
     assert decoded == [f"{d['answer']}<|im_end|>" for d in questions.docs("x")]
+    with pytest.raises(ValueError, match="extra turns need the answers"):
+        batches.inputs(scene, questions, with_answers=False, extra=batches.extra(scene, questions, 1, seed=0))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_extra_turns_equal_the_chat_template(family):
+    """Extra questions follow as chat turns: ids equal the processor on the rendered conversation,
+    and the labels are exactly each turn's answer letter and end of turn."""
+    model, processor = new_checkpoint(family, size=SMALL)
+    batches = SyntheticBatches(processor, frames=4, size=224, fps=2.0)
+    scene, questions = batches.draw(7, seed=6)
+    extra = batches.extra(scene, questions, turns=2, seed=7)
+    ours = batches.inputs(scene, questions, extra=extra)
+    turns = [questions.docs("x")] + [e.docs("x") for e in extra]
+    metadata = {"fps": 2.0, "frames_indices": list(range(4)), "total_num_frames": 4}
+    for row in range(7):
+        messages = []
+        for turn, docs in enumerate(turns):
+            text = {"type": "text", "text": prompt_text(docs[row]["question"], docs[row]["options"])}
+            messages.append({"role": "user", "content": [{"type": "video"}, text] if turn == 0 else [text]})
+            messages.append({"role": "assistant", "content": docs[row]["answer"]})
+        chat = processor.apply_chat_template(messages, tokenize=False)
+        video = render(scene.map(lambda v: v[row:row + 1]), 4, 224)[0].permute(0, 3, 1, 2)
+        reference = processor(text=[chat], videos=[video], video_metadata=[metadata], return_tensors="pt")["input_ids"][0]
+        length = int(ours["attention_mask"][row].sum())
+        # the rendered chat ends with "\n" after the last end of turn; our sequence stops at the end token
+        assert ours["input_ids"][row, :length].tolist() == reference[:length].tolist()
+        labels = ours["labels"][row][ours["labels"][row] != -100]
+        expected = "".join(f"{docs[row]['answer']}<|im_end|>" for docs in turns)
+        assert processor.tokenizer.decode(labels) == expected
 
 
 @pytest.mark.parametrize("family", FAMILIES)

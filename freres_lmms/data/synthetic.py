@@ -155,15 +155,18 @@ def prompt_text(question: str, options: list[str]) -> str:
 class PhraseTable:
     """Token ids of every phrase, padded: assembles prompts on any device without a Python loop."""
 
-    def __init__(self, tokenizer, device: str | torch.device = "cpu") -> None:
-        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PHRASES]
+    def __init__(self, tokenizer, device: str | torch.device = "cpu", phrases: list[str] = PHRASES) -> None:
+        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in phrases]
         self.lengths = torch.tensor([len(e) for e in encoded], device=device)
         self.ids = torch.zeros(len(encoded), int(self.lengths.max()), dtype=torch.long, device=device)
         for row, e in enumerate(encoded):  # once per table, not per sample
             self.ids[row, :len(e)] = torch.tensor(e)
 
-    def assemble(self, segments: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Concatenate the phrases of each row of ``segments`` [N, S]: right-padded ids [N, L], lengths [N]."""
+    def assemble(self, segments: torch.Tensor, pad_id: int, flags: torch.Tensor | None = None):
+        """Concatenate the phrases of each row of ``segments`` [N, S]: right-padded ids [N, L], lengths [N].
+
+        With ``flags`` (bool [N, S], one per segment), also returns each token's flag [N, L].
+        """
         ids, lengths = self.ids[segments], self.lengths[segments]  # [N,S,P], [N,S]
         valid = torch.arange(ids.shape[-1], device=ids.device) < lengths[..., None]
         total = lengths.sum(1)
@@ -172,7 +175,11 @@ class PhraseTable:
         row = torch.arange(len(segments), device=ids.device)[:, None].expand_as(column)
         mask = valid.flatten(1)
         out[row[mask], column[mask]] = ids.flatten(1)[mask]
-        return out, total
+        if flags is None:
+            return out, total
+        token_flags = torch.zeros_like(out, dtype=torch.bool)
+        token_flags[row[mask], column[mask]] = flags[:, :, None].expand_as(valid).flatten(1)[mask]
+        return out, total, token_flags
 
 
 # -- sampling -----------------------------------------------------------------------------------
@@ -276,37 +283,88 @@ def sample(n: int, frames: int = 16, size: int = 224, seed: int = 0, device: str
 
     scene = Scene(active, shape, colour, colour_end, change_frame, appear, start, velocity, radius)
 
-    # -- questions ------------------------------------------------------------------------------
+    return scene, ask(scene, qtype, frames, size, draw)
+
+
+def ask(scene: Scene, qtype: torch.Tensor, frames: int, size: int, draw: _Draw, static_only: bool = False) -> Questions:
+    """Questions of type ``qtype`` [N] about ``scene``, with fresh options; every answer read off the scene.
+
+    ``static_only`` names, in position questions, only objects that do not move (for extra
+    questions about scenes with a mover); the scene's own question may name any active object.
+    """
+    n, k = scene.active.shape
+    device, half, rows = scene.active.device, size / 2, torch.arange(n, device=scene.active.device)
+    count = scene.active.sum(1)
+    objects = scene.colour_start * len(SHAPES) + scene.shape  # [N,K] index into OBJECTS
+    quadrant = 2 * (scene.start[..., 1] >= half).long() + (scene.start[..., 0] >= half).long()  # [N,K] at frame 0
+    end = scene.start[:, 0] + scene.velocity[:, 0] * (frames - 1)
+    destination = 2 * (end[:, 1] >= half).long() + (end[:, 0] >= half).long()
+    vx, vy = scene.velocity[:, 0].unbind(-1)
+    heading = torch.where(vx.abs() > vy.abs(), (vx > 0).long(), 2 + (vy > 0).long())  # left, right, up, down
+    changed = (scene.colour_end != scene.colour_start) & scene.active
+    changed_answer = torch.where(changed.any(1), scene.shape[rows, changed.long().argmax(1)], 3)
+
     letter = draw.integers(0, 4, (n,))  # the correct slot where options are drawn
-    objects = colour * len(SHAPES) + shape  # [N,K] index into OBJECTS
-    named = draw.integers(0, count, (n,))  # position: which active object is asked about
-    question = torch.full((n,), Q_COUNT, device=device)
-    options = O_NUMBER + torch.arange(4, device=device).expand(n, 4)
-    answer = count - 1
-    # colour
+    if static_only:
+        static = scene.active & (scene.velocity == 0).all(-1)
+        keys = torch.rand((n, k), generator=draw.g, device=device).masked_fill(~static, -1.0)
+        named = keys.argmax(1)
+    else:
+        named = draw.integers(0, count, (n,))
     colours = O_COLOUR + torch.arange(len(COLOURS), device=device).expand(n, -1)
+    colour = scene.colour_start
     colour_options = _insert(O_COLOUR + colour[:, 0], _others(colours, colour[:, 0], draw), letter)
     # order: the first to appear among the three, plus an absent object of the spare colour
-    first_seen = appear[:, :3].argmin(1)
+    first_seen = scene.appear_frame[:, :3].argmin(1)
     absent = colour[:, k - 1] * len(SHAPES) + draw.integers(0, len(SHAPES), (n,))
     names = O_OBJECT + torch.cat([objects[:, :3], absent[:, None]], 1)
     order_options = _insert(names[rows, first_seen], _others(names, first_seen, draw), letter)
-    quadrant_options = O_QUADRANT + torch.arange(4, device=device).expand(n, 4)
-    cases = [  # (type, question phrase, options, answer)
-        ("colour", torch.full_like(question, Q_COLOUR), colour_options, letter),
-        ("position", Q_WHERE + objects[rows, named], quadrant_options, quad[rows, named]),
-        ("direction", Q_DIRECTION + objects[:, 0], O_DIRECTION + torch.arange(4, device=device).expand(n, 4), heading),
-        ("order", torch.full_like(question, Q_ORDER), order_options, letter),
-        ("changed", torch.full_like(question, Q_CHANGED), torch.tensor([O_SHAPE, O_SHAPE + 1, O_SHAPE + 2, O_NONE], device=device).expand(n, 4),
-         torch.where(target < 3, shape[rows, target.clamp(max=2)], 3)),
-        ("destination", Q_DESTINATION + objects[:, 0], quadrant_options, source ^ flip),
-    ]
-    for name, q, opts, ans in cases:
-        mask = is_type[name]
+    fixed = torch.arange(4, device=device).expand(n, 4)
+    cases = {  # type: (question phrase, options, answer)
+        "count": (torch.full_like(count, Q_COUNT), O_NUMBER + fixed, count - 1),
+        "colour": (torch.full_like(count, Q_COLOUR), colour_options, letter),
+        "position": (Q_WHERE + objects[rows, named], O_QUADRANT + fixed, quadrant[rows, named]),
+        "direction": (Q_DIRECTION + objects[:, 0], O_DIRECTION + fixed, heading),
+        "order": (torch.full_like(count, Q_ORDER), order_options, letter),
+        "changed": (torch.full_like(count, Q_CHANGED),
+                    torch.tensor([O_SHAPE, O_SHAPE + 1, O_SHAPE + 2, O_NONE], device=device).expand(n, 4), changed_answer),
+        "destination": (Q_DESTINATION + objects[:, 0], O_QUADRANT + fixed, destination),
+    }
+    question, options, answer = cases["count"]
+    for index, name in enumerate(QTYPES):
+        mask = qtype == index
+        q, opts, ans = cases[name]
         question = torch.where(mask, q, question)
         options = torch.where(mask[:, None], opts, options)
         answer = torch.where(mask, ans, answer)
-    return scene, Questions(qtype, question, options, answer)
+    return Questions(qtype, question, options, answer)
+
+
+# Which other questions a scene drawn for one type answers unambiguously (rows: the scene's type;
+# columns: the type asked), for extra training questions. Position needs a static object to name.
+_ALSO_VALID = {
+    "count": ("count", "position"),
+    "colour": ("colour", "direction", "count", "position"),
+    "position": ("position", "count"),
+    "direction": ("direction", "colour", "count", "position"),
+    "order": ("order", "count", "position"),
+    "changed": ("changed", "count"),
+    "destination": ("destination", "direction", "colour", "count", "position"),
+}
+VALID_QUESTIONS = torch.tensor([[asked in _ALSO_VALID[scene] for asked in QTYPES] for scene in QTYPES])
+
+
+def extra_questions(scene: Scene, first: Questions, turns: int, frames: int, size: int, seed: int) -> list[Questions]:
+    """``turns`` more questions per scene, each of a type valid for it, drawn uniformly (options re-drawn)."""
+    draw = _Draw(seed, scene.active.device)
+    has_static = (scene.active & (scene.velocity == 0).all(-1)).any(1)
+    valid = VALID_QUESTIONS.to(scene.active.device)[first.qtype]  # [N, 7]
+    valid[:, QTYPES.index("position")] &= has_static
+    out = []
+    for _ in range(turns):  # a handful of turns, each batched over the whole batch
+        keys = torch.rand(valid.shape, generator=draw.g, device=draw.device).masked_fill(~valid, -1.0)
+        out.append(ask(scene, keys.argmax(1), frames, size, draw, static_only=True))
+    return out
 
 
 # -- rendering ----------------------------------------------------------------------------------

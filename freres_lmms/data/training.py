@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .synthetic import LETTERS, PhraseTable, Questions, Scene, render, sample
+from .synthetic import LETTERS, PHRASES, PhraseTable, Questions, Scene, extra_questions, render, sample
 
 PLACEHOLDER = "QQQ"
 
@@ -55,30 +55,31 @@ def chroma_subsample(videos: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PromptTemplate:
-    """Token ids around the question: ``prefix`` (through the video) and ``suffix`` (to the answer)."""
+    """The chat around the questions: ``prefix`` (through the video) and the text pieces between turns."""
 
     prefix: torch.Tensor  # long [P]
     prefix_types: torch.Tensor  # mm_token_type_ids of the prefix
-    suffix: torch.Tensor  # long [S]
-    answers: torch.Tensor  # long [4, A]: each letter's tokens plus end of turn
+    suffix: str  # after a question, up to the answer
+    end: str  # ends an answer (the end-of-turn token)
+    next_turn: str  # after an answer's end, up to the next question
 
     @classmethod
     def build(cls, processor, frames: int, size: int, fps: float) -> "PromptTemplate":
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PLACEHOLDER}]}]
+        """Split a rendered two-turn chat at placeholders, so every piece is the chat template's own."""
+        q1, a1, q2 = (f"{PLACEHOLDER}{i}" for i in range(3))
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q1}]},
+                    {"role": "assistant", "content": a1}, {"role": "user", "content": q2}]
         text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        before, after = text.split(PLACEHOLDER)
+        before, rest = text.split(q1)
+        suffix, rest = rest.split(a1)
+        between, last = rest.split(q2)
+        end = processor.tokenizer.eos_token
+        if last != suffix or not between.startswith(end):
+            raise ValueError("unexpected chat template: turns are not separated by the end-of-turn token")
         video = torch.zeros(frames, 3, size, size, dtype=torch.uint8)
         metadata = {"fps": float(fps), "frames_indices": list(range(frames)), "total_num_frames": frames}
         encoded = processor(text=[before], videos=[video], video_metadata=[metadata], return_tensors="pt")
-        tokenizer = processor.tokenizer
-        answers = [tokenizer(letter, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for letter in LETTERS]
-        if len({len(a) for a in answers}) != 1:
-            raise ValueError("each answer letter must be one token")
-        suffix = tokenizer(after, add_special_tokens=False)["input_ids"]
-        return cls(encoded["input_ids"][0], encoded["mm_token_type_ids"][0], torch.tensor(suffix), torch.tensor(answers))
-
-    def to(self, device) -> "PromptTemplate":
-        return PromptTemplate(*(v.to(device) for v in vars(self).values()))
+        return cls(encoded["input_ids"][0], encoded["mm_token_type_ids"][0], suffix, end, between[len(end):])
 
 
 class SyntheticBatches:
@@ -87,8 +88,16 @@ class SyntheticBatches:
     def __init__(self, processor, frames: int = 16, size: int = 224, fps: float = 8.0,
                  device: str | torch.device = "cpu", chroma: float = 0.0) -> None:
         self.processor, self.frames, self.size, self.device = processor, frames, size, torch.device(device)
-        self.template = PromptTemplate.build(processor, frames, size, fps).to(self.device)
-        self.phrases = PhraseTable(processor.tokenizer, self.device)
+        self.template = PromptTemplate.build(processor, frames, size, fps)
+        self.prefix, self.prefix_types = self.template.prefix.to(self.device), self.template.prefix_types.to(self.device)
+        tpl = self.template
+        # The question phrases, then the chat pieces and the answer letters.
+        self.phrases = PhraseTable(processor.tokenizer, self.device, PHRASES + [tpl.suffix, tpl.end, tpl.next_turn, *LETTERS])
+        self.suffix_id, self.end_id, self.next_id, self.letter0 = (len(PHRASES) + i for i in range(4))
+        letters = self.phrases.lengths[self.letter0:]
+        if bool((letters != 1).any()):
+            raise ValueError("each answer letter must be one token")
+        self.letter_ids = self.phrases.ids[self.letter0:, 0]  # the token of A, B, C, D
         self.pad_id = processor.tokenizer.pad_token_id
         self.chroma = chroma  # probability of simulating 4:2:0 chroma per video
         self.prefix_positions: torch.Tensor | None = None  # [3, P] M-RoPE positions of the template prefix
@@ -99,12 +108,11 @@ class SyntheticBatches:
         Every sample has the same prefix (the video block), and the text after it is sequential,
         so the model's per-sample position computation (a Python loop over the batch) is skipped.
         """
-        tpl = self.template
-        grid = torch.tensor([[self.frames // self.processor.video_processor.temporal_patch_size,
-                              self.size // self.processor.video_processor.patch_size,
-                              self.size // self.processor.video_processor.patch_size]], device=self.device)
-        mrope, _ = model.model.get_rope_index(tpl.prefix[None], tpl.prefix_types[None], video_grid_thw=grid,
-                                              attention_mask=torch.ones_like(tpl.prefix[None]))
+        vp = self.processor.video_processor
+        grid = torch.tensor([[self.frames // vp.temporal_patch_size, self.size // vp.patch_size, self.size // vp.patch_size]],
+                            device=self.device)
+        mrope, _ = model.model.get_rope_index(self.prefix[None], self.prefix_types[None], video_grid_thw=grid,
+                                              attention_mask=torch.ones_like(self.prefix[None]))
         self.prefix_positions = mrope[:, 0]
 
     def draw(self, n: int, seed: int, first: int = 0, on_cpu: bool = False) -> tuple[Scene, Questions]:
@@ -114,26 +122,44 @@ class SyntheticBatches:
             scene, questions = (part.map(lambda v: v.to(self.device)) for part in (scene, questions))
         return scene, questions
 
+    def extra(self, scene: Scene, questions: Questions, turns: int, seed: int) -> list[Questions]:
+        """``turns`` more questions about the same videos (see ``synthetic.extra_questions``)."""
+        return extra_questions(scene, questions, turns, self.frames, self.size, seed)
+
     def inputs(self, scene: Scene, questions: Questions, generator: torch.Generator | None = None,
-               with_answers: bool = True) -> dict:
-        """Model inputs (right-padded) with ``labels`` on the answer tokens when ``with_answers``."""
+               with_answers: bool = True, extra: list[Questions] = ()) -> dict:
+        """Model inputs (right-padded). With answers: ``labels`` on each answer letter and its end of turn.
+
+        ``extra`` questions follow as further chat turns about the same video: the first turn is
+        exactly the evaluation prompt, and one video forward pass supervises several answers.
+        """
+        if extra and not with_answers:
+            raise ValueError("extra turns need the answers of the turns before them")
         videos = render(scene, self.frames, self.size)
         if self.chroma > 0:
             pick = torch.rand(len(videos), device=self.device, generator=generator) < self.chroma
             videos = torch.where(pick[:, None, None, None, None], chroma_subsample(videos), videos)
         pixels, grid = patchify(videos, self.processor.video_processor)
-        question, q_len = self.phrases.assemble(questions.segments(), self.pad_id)
-        n, tpl = len(question), self.template
-        answer = tpl.answers[questions.answer] if with_answers else question[:, :0]
-        tail = torch.cat([tpl.suffix.expand(n, -1), answer], 1)
-        # Place each row's tail right after its question: compact the padding to the row's end.
-        body = torch.cat([question, torch.full_like(tail, self.pad_id)], 1)
-        column = q_len[:, None] + torch.arange(tail.shape[1], device=self.device)[None, :]
-        body.scatter_(1, column, tail)
-        length = q_len + tail.shape[1]
-        ids = torch.cat([tpl.prefix.expand(n, -1), body], 1)
-        mask = torch.arange(ids.shape[1], device=self.device)[None, :] < (len(tpl.prefix) + length)[:, None]
-        types = torch.cat([tpl.prefix_types.expand(n, -1), torch.zeros_like(body)], 1)
+        n = len(questions.qtype)
+        turns = [questions, *extra]
+        segments, flags = [], []
+
+        def piece(ids: torch.Tensor, supervised: bool) -> None:
+            segments.append(ids.reshape(n, -1))
+            flags.append(torch.full_like(segments[-1], supervised, dtype=torch.bool))
+
+        for index, turn in enumerate(turns):  # a few turns, each batched
+            piece(turn.segments(), False)
+            piece(torch.full((n,), self.suffix_id, device=self.device), False)
+            if with_answers:
+                piece(self.letter0 + turn.answer, True)
+                piece(torch.full((n,), self.end_id, device=self.device), True)
+            if index < len(turns) - 1:
+                piece(torch.full((n,), self.next_id, device=self.device), False)
+        body, length, supervised = self.phrases.assemble(torch.cat(segments, 1), self.pad_id, torch.cat(flags, 1))
+        ids = torch.cat([self.prefix.expand(n, -1), body], 1)
+        mask = torch.arange(ids.shape[1], device=self.device)[None, :] < (len(self.prefix) + length)[:, None]
+        types = torch.cat([self.prefix_types.expand(n, -1), torch.zeros_like(body)], 1)
         out = {"input_ids": ids, "attention_mask": mask.long(), "mm_token_type_ids": types,
                "pixel_values_videos": pixels, "video_grid_thw": grid}
         if self.prefix_positions is not None:
@@ -147,17 +173,15 @@ class SyntheticBatches:
             # one grid of N*t slices gives the same features without a Python loop over videos.
             out["video_grid_thw"] = torch.cat([grid[:1, :1] * n, grid[:1, 1:]], 1)
         if with_answers:
-            labels = torch.full_like(ids, -100)
-            answer_cols = len(tpl.prefix) + (length - answer.shape[1])[:, None] + torch.arange(answer.shape[1], device=self.device)
-            labels.scatter_(1, answer_cols, answer)
-            out["labels"] = labels
+            prefix_labels = torch.full_like(self.prefix.expand(n, -1), -100)
+            out["labels"] = torch.cat([prefix_labels, torch.where(supervised, body, -100)], 1)
         return out
 
 
 @torch.no_grad()
 def answer_accuracy(model, batches: SyntheticBatches, scene: Scene, questions: Questions, chunk: int = 64) -> torch.Tensor:
     """Per-sample correctness of the greedy first answer token (the letter generate would emit): bool [N]."""
-    letters = batches.template.answers[:, 0]
+    letters = batches.letter_ids
     correct = []
     for lo in range(0, len(questions.qtype), chunk):
         part_scene, part_q = (part.map(lambda v: v[lo:lo + chunk]) for part in (scene, questions))
