@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.models import get_model
 

@@ -221,7 +221,6 @@ def sample(n: int, frames: int = 16, size: int = 224, seed: int = 0, device: str
     k, half = MAX_OBJECTS, size / 2
     qtype = (torch.arange(n, device=device) + first) % len(QTYPES)
     is_type = {name: qtype == i for i, name in enumerate(QTYPES)}
-    rows = torch.arange(n, device=device)
 
     shape = draw.integers(0, len(SHAPES), (n, k))
     three = draw.permutation(n, len(SHAPES))  # order/changed: three objects of distinct shapes
