@@ -5,7 +5,8 @@ the same inputs come from tensors: ``SyntheticBatches`` renders a batch, turns i
 ``pixel_values_videos`` with the processor's own normalisation and patch layout (``patchify``,
 tested against the processor), and assembles ``input_ids`` from the prompt template the
 processor produced once (system turn, video placeholders, Qwen3-VL timestamps) around each
-question's token ids. Only the answer (letter and end of turn) is supervised.
+question's token ids. Extra questions about the same video can follow as further chat turns.
+Only answers (letter and end of turn) are supervised.
 """
 
 from __future__ import annotations
