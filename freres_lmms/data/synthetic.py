@@ -114,6 +114,10 @@ class Scene(_TensorFields):
     velocity: torch.Tensor  # float [N, K, 2] pixels per frame
     radius: torch.Tensor  # float [N, K]
 
+    def static(self) -> torch.Tensor:
+        """bool [N, K]: active objects that never move."""
+        return self.active & (self.velocity == 0).all(-1)
+
 
 @dataclass
 class Questions(_TensorFields):
@@ -194,6 +198,11 @@ class _Draw:
     def integers(self, low, high, shape) -> torch.Tensor:
         """Integers in [low, high); ``high`` may be a tensor (per-sample bounds)."""
         return (low + torch.rand(shape, generator=self.g, device=self.device) * (high - low)).long()
+
+    def choice(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A uniformly drawn allowed column per row of bool ``allowed`` [N, M] (each row allows one or more)."""
+        keys = torch.rand(allowed.shape, generator=self.g, device=self.device)
+        return keys.masked_fill(~allowed, -1.0).argmax(1)
 
     def permutation(self, n: int, k: int) -> torch.Tensor:
         """``n`` random permutations of range(k): [n, k]."""
@@ -304,12 +313,7 @@ def ask(scene: Scene, qtype: torch.Tensor, frames: int, size: int, draw: _Draw, 
     changed_answer = torch.where(changed.any(1), scene.shape[rows, changed.long().argmax(1)], 3)
 
     letter = draw.integers(0, 4, (n,))  # the correct slot where options are drawn
-    if static_only:
-        static = scene.active & (scene.velocity == 0).all(-1)
-        keys = torch.rand((n, k), generator=draw.g, device=device).masked_fill(~static, -1.0)
-        named = keys.argmax(1)
-    else:
-        named = draw.integers(0, count, (n,))
+    named = draw.choice(scene.static()) if static_only else draw.integers(0, count, (n,))
     colours = O_COLOUR + torch.arange(len(COLOURS), device=device).expand(n, -1)
     colour = scene.colour_start
     colour_options = _insert(O_COLOUR + colour[:, 0], _others(colours, colour[:, 0], draw), letter)
@@ -356,14 +360,10 @@ VALID_QUESTIONS = torch.tensor([[asked in _ALSO_VALID[scene] for asked in QTYPES
 def extra_questions(scene: Scene, first: Questions, turns: int, frames: int, size: int, seed: int) -> list[Questions]:
     """``turns`` more questions per scene, each of a type valid for it, drawn uniformly (options re-drawn)."""
     draw = _Draw(seed, scene.active.device)
-    has_static = (scene.active & (scene.velocity == 0).all(-1)).any(1)
     valid = VALID_QUESTIONS.to(scene.active.device)[first.qtype]  # [N, 7]
-    valid[:, QTYPES.index("position")] &= has_static
-    out = []
-    for _ in range(turns):  # a handful of turns, each batched over the whole batch
-        keys = torch.rand(valid.shape, generator=draw.g, device=draw.device).masked_fill(~valid, -1.0)
-        out.append(ask(scene, keys.argmax(1), frames, size, draw, static_only=True))
-    return out
+    valid[:, QTYPES.index("position")] &= scene.static().any(1)
+    # a handful of turns, each batched over the whole batch
+    return [ask(scene, draw.choice(valid), frames, size, draw, static_only=True) for _ in range(turns)]
 
 
 # -- rendering ----------------------------------------------------------------------------------

@@ -89,9 +89,8 @@ class SyntheticBatches:
     def __init__(self, processor, frames: int = 16, size: int = 224, fps: float = 8.0,
                  device: str | torch.device = "cpu", chroma: float = 0.0) -> None:
         self.processor, self.frames, self.size, self.device = processor, frames, size, torch.device(device)
-        self.template = PromptTemplate.build(processor, frames, size, fps)
-        self.prefix, self.prefix_types = self.template.prefix.to(self.device), self.template.prefix_types.to(self.device)
-        tpl = self.template
+        tpl = PromptTemplate.build(processor, frames, size, fps)
+        self.prefix, self.prefix_types = tpl.prefix.to(self.device), tpl.prefix_types.to(self.device)
         # The question phrases, then the chat pieces and the answer letters.
         self.phrases = PhraseTable(processor.tokenizer, self.device, PHRASES + [tpl.suffix, tpl.end, tpl.next_turn, *LETTERS])
         self.suffix_id, self.end_id, self.next_id, self.letter0 = (len(PHRASES) + i for i in range(4))
