@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo profile checkpoints synthetic train-testbed testbed-table gpu-check clean
+.PHONY: help install test demo profile checkpoints synthetic train-testbed testbed-table ci-regression gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -29,11 +29,14 @@ checkpoints: install ## write the tiny checkpoints of all three families to chec
 synthetic: install ## generate the synthetic video task's data
 	$(BIN)/python -m freres_lmms synthetic
 
-train-testbed: install ## train a testbed model on one GPU: make train-testbed ARGS="testbed=qwen3vl max_minutes=7"
+train-testbed: install ## train a testbed model on one GPU (8.6 min): make train-testbed ARGS="testbed=qwen3vl"
 	$(BIN)/python scripts/train_testbed.py $(ARGS)
 
 testbed-table: install ## accuracy per question type, every method at 50/25/10% of tokens -> results/testbed.md
 	$(BIN)/python scripts/testbed_table.py $(ARGS)
+
+ci-regression: install ## every method on the trained testbed vs results/regression/baseline.json (ARGS=--update to rewrite it)
+	$(BIN)/python -m freres_lmms regression $(ARGS)
 
 reproduce-table%: install ## regenerate a paper table (not yet: see the tables issue)
 	@echo "make reproduce-table$*: the table scripts are not written yet (tables issue)"; exit 2

@@ -1,4 +1,4 @@
-"""``python -m freres_lmms <command>``: checkpoints | synthetic | demo."""
+"""``python -m freres_lmms <command>``: checkpoints | synthetic | demo | regression."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ COMMANDS = {
     "checkpoints": ("freres_lmms.data.checkpoints", "write the tiny local checkpoints"),
     "synthetic": ("freres_lmms.data.synthetic", "generate the synthetic video benchmark"),
     "demo": ("freres_lmms.demo", "evaluate full and uniform compression on the synthetic task"),
+    "regression": ("freres_lmms.regression", "compare every method on the trained testbed with the stored baseline"),
 }
 
 

@@ -45,11 +45,11 @@ class TrainConfig:
     size: int = 224
     fps: int = 8
     chroma: float = 0.5  # share of videos with simulated 4:2:0 chroma, as H.264 files carry
-    extra_questions: int = 3  # more chat turns per video (other valid questions): answers per vision pass
+    extra_questions: int = 5  # more chat turns per video (other valid questions): answers per vision pass
     # the schedule: warmup, then cosine until `steps` or `max_minutes`, whichever comes first
     batch_size: int = 64
-    steps: int = 4000
-    max_minutes: float = 7.0
+    steps: int = 100_000
+    max_minutes: float = 8.6
     warmup_steps: int = 200
     # the optimizer (AdamW; no decay on norms, biases and embeddings)
     lr: float = 1e-3
@@ -59,7 +59,7 @@ class TrainConfig:
     packed_vision_attention: bool = True  # training-only speed-up, same logits
     # logging and evaluation (validation every eval_every steps, test at the end)
     log_every: int = 50
-    eval_every: int = 500
+    eval_every: int = 1000
     eval_samples: int = 700
     test_samples: int = 1400
     model: TinySize = field(default_factory=lambda: TESTBED_SIZE)  # override e.g. model.rope_theta=30

@@ -38,6 +38,18 @@ def test_answers_uniform_within_every_type():
         assert letters.min() >= 70, (name, letters.tolist())  # 100 expected per letter
 
 
+def test_every_type_has_one_fixed_option_list():
+    """The letter is a function of the video: options never change order or content within a type."""
+    scene, questions = sample(7 * 50, frames=8, size=112, seed=6)
+    assert all(len(set(row)) == 4 for row in scene.colour_start.tolist())  # the colour swap keeps them distinct
+    for index, name in enumerate(QTYPES):
+        options = questions.options[questions.qtype == index]
+        assert (options == options[0]).all(), name
+    docs = questions.docs("x")
+    assert docs[1]["options"] == docs[4]["options"] == list(COLOURS)[:4]  # colour and order questions
+    assert docs[5]["options"] == list(COLOURS)[:3] + ["none"]  # changed
+
+
 def test_splits_are_deterministic_and_distinct(tmp_path):
     a = generate(tmp_path / "a", count=7, frames=4, size=56).read_text()
     b = generate(tmp_path / "b", count=7, frames=4, size=56).read_text()
@@ -91,12 +103,16 @@ def test_videos_show_what_the_answers_say():
         if doc["qtype"] == "order":  # the first frame with an object shows the answer's colour
             first = int(objects.flatten(1).any(1).nonzero()[0])
             seen = video[i, first][objects[first]].unique(dim=0).tolist()
-            assert seen == [list(COLOURS[answer.split()[1]])]
-        if doc["qtype"] == "changed":
-            changed = (video[i, 0] != video[i, -1]).any(-1).any()
-            assert bool(changed) == (answer != "none of them")
-        if doc["qtype"] == "position":
-            assert objects.any()
+            assert seen == [list(COLOURS[answer])]
+        if doc["qtype"] == "changed":  # the answer's colour shows at the end and not at the start
+            colours = [{tuple(c) for c in video[i, f][objects[f]].tolist()} for f in (0, -1)]
+            assert colours[0] != colours[1] if answer != "none" else colours[0] == colours[1]
+            if answer != "none":
+                assert colours[1] - colours[0] == {COLOURS[answer]}
+        if doc["qtype"] == "position":  # one object, still, in the answer's quadrant
+            ys, xs = objects.nonzero(as_tuple=True)[1:]
+            assert int(mover.active.sum()) == 1 and (objects[0] == objects[-1]).all()
+            assert {QUADRANTS[2 * int(y >= size / 2) + int(x >= size / 2)] for y, x in zip(ys.tolist(), xs.tolist())} == {answer}
     assert set(DIRECTIONS) == {"left", "right", "up", "down"}
 
 
@@ -111,10 +127,9 @@ def test_extra_questions_are_answered_by_the_same_scene():
             answer = doc["options"][LETTERS.index(doc["answer"])]
             if doc["qtype"] == "count":
                 assert int(answer) == int(scene.active[i].sum())
-            if doc["qtype"] == "position":  # wherever the named object shows, it is in the answer's quadrant
-                colour = COLOURS[doc["question"].split()[3]]
-                pixels = (video[i] == torch.tensor(colour, dtype=torch.uint8)).all(-1)  # [T,H,W]
-                assert pixels.any(), doc
+            if doc["qtype"] == "position":  # the one object is in the answer's quadrant
+                pixels = (video[i] != video[i, 0, 0, 0]).any(-1)  # [T,H,W]
+                assert int(scene.active[i].sum()) == 1 and pixels.any(), doc
                 ys, xs = pixels.nonzero(as_tuple=True)[1:]
                 quadrants = {QUADRANTS[2 * int(y >= size / 2) + int(x >= size / 2)] for y, x in zip(ys.tolist(), xs.tolist())}
                 assert quadrants == {answer}, doc
