@@ -19,14 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from freres_lmms.core import METHODS  # noqa: E402
+from freres_lmms.regression import runs  # noqa: E402
 from freres_lmms.data.synthetic import ensure_synthetic  # noqa: E402
 from freres_lmms.synthetic_eval import evaluate  # noqa: E402
 
 def rows_to_run(budgets: list[float]) -> list[tuple[str, dict]]:
-    runs = [("full", {})]
-    runs += [(name, {"budget": b}) for name in METHODS if name != "full" for b in budgets]
-    return runs
+    """``full``, then every other registered method at each budget (the regression checks' order)."""
+    return runs(budgets=budgets)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -150,7 +150,11 @@ def test_testbed_table_rows(checkpoints):
     from freres_lmms.data.synthetic import QTYPES, ensure_synthetic
 
     ensure_synthetic()
-    assert testbed_table.rows_to_run([0.5, 0.1]) == [("full", {}), ("uniform", {"budget": 0.5}), ("uniform", {"budget": 0.1})]
+    from freres_lmms.core import METHODS
+
+    others = sorted(set(METHODS) - {"full"})
+    assert "uniform" in others and "freres" in others
+    assert testbed_table.rows_to_run([0.5, 0.1]) == [("full", {})] + [(m, {"budget": b}) for m in others for b in (0.5, 0.1)]
     full = testbed_table.evaluate(str(checkpoints["qwen2vl"]), "full", {}, limit=7)
     assert full["visual_tokens"] == full["of"] == 512 and full["samples"] == 7 and full["errors"] == 0
     assert set(QTYPES) <= set(full) and all(0 <= full[q] <= 100 for q in QTYPES)

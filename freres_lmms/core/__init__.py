@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from .base import CompressedVideo, CompressionError, Method, SelectionMethod, VideoTokens, gather_tokens, region_position
 from .budget import budget_tokens
+from .freres import FreResMethod
 from .full import FullMethod
 from .uniform import UniformMethod
 
 #: Registry of method names (model_args ``method=``, Hydra ``method/``) to classes.
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FullMethod, UniformMethod)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FullMethod, UniformMethod, FreResMethod)}
 
 
 def build_method(name: str, **knobs) -> Method:
@@ -25,6 +26,7 @@ __all__ = [
     "METHODS",
     "CompressedVideo",
     "CompressionError",
+    "FreResMethod",
     "FullMethod",
     "Method",
     "SelectionMethod",

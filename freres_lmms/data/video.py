@@ -24,6 +24,17 @@ class LoadedVideo:
         """What Qwen processors need for timestamps (Qwen3-VL) and temporal ids (Qwen2.5-VL)."""
         return {"fps": self.fps, "frames_indices": self.indices, "total_num_frames": self.total_frames}
 
+    def per_frame(self) -> "LoadedVideo":
+        """Each frame twice in a row, so Qwen's temporal patch of 2 encodes one frame per latent slice.
+
+        ``frame_encoding=per_frame``: one latent frame per sampled frame, the Fre-Res paper's
+        accounting (twice the encoder cost of the native ``paired`` mode). The copies count as a
+        video at twice the rate (indices ``2i, 2i + 1``), so Qwen2.5-VL's seconds per slice are one
+        frame interval and Qwen3-VL's timestamps stay within a quarter interval of the frame's.
+        """
+        doubled = [j for i in self.indices for j in (2 * i, 2 * i + 1)]
+        return LoadedVideo(self.frames.repeat_interleave(2, dim=0), 2 * self.fps, doubled, 2 * self.total_frames)
+
 
 def sample_indices(total: int, video_fps: float, max_num_frames: int, fps: float | None = None) -> list[int]:
     """Evenly spaced frame indices: ``max_num_frames`` over the clip, or fewer at rate ``fps``."""

@@ -33,6 +33,9 @@ from ..data.video import VideoLoadError, load_video
 from ..models import ADAPTERS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# paired: Qwen's native video mode, two frames per latent slice; per_frame: each sampled frame its
+# own slice (the Fre-Res paper's token accounting, twice the encoder cost)
+FRAME_ENCODINGS = ("paired", "per_frame")
 
 
 class SampleError(ValueError):
@@ -83,6 +86,7 @@ class FreresQwenVL(lmms):
         batch_size: int | str = 1,
         max_num_frames: int = 16,
         fps: float | None = None,
+        frame_encoding: str = "paired",
         max_new_tokens: int = 128,
         allow_text_only: bool = False,
         max_batch_size: int | None = None,  # passed by lmms-eval's CLI; batches are batch_size
@@ -95,6 +99,8 @@ class FreresQwenVL(lmms):
                 f"use --model {method}_{self.family} instead of method={method}"
             )
         self.method: Method = build_method(method or self.default_method, **method_knobs)
+        if frame_encoding not in FRAME_ENCODINGS:
+            raise ValueError(f"frame_encoding must be one of {', '.join(FRAME_ENCODINGS)}, got {frame_encoding!r}")
         self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # testbed-<family> names a trained testbed shipped in the package; default: the random tiny one
         self.pretrained = resolve_pretrained(str(pretrained)) if pretrained else str(ensure_checkpoint(self.family, REPO_ROOT / "checkpoints"))
@@ -114,6 +120,7 @@ class FreresQwenVL(lmms):
         self.batch_size_per_gpu = int(batch_size)
         self.max_num_frames = int(max_num_frames)
         self.fps = fps
+        self.frame_encoding = frame_encoding
         self.max_new_tokens = int(max_new_tokens)
         self.allow_text_only = bool(allow_text_only)
 
@@ -187,6 +194,8 @@ class FreresQwenVL(lmms):
                 images.append(visual.convert("RGB"))
             elif isinstance(visual, (str, Path)):
                 video = load_video(str(visual), self.max_num_frames, self.fps)
+                if self.frame_encoding == "per_frame":
+                    video = video.per_frame()
                 videos.append(video.frames)
                 metadata.append(video.metadata())
             else:

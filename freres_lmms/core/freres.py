@@ -1,0 +1,373 @@
+"""``freres``: Fre-Res, spatial anchors plus temporal 1D-DCT of latent residuals (training-free default).
+
+Two branches over one video's token grid ``features [T, H, W, D]``:
+
+1. **Raw anchors.** ``anchors`` evenly spaced latent frames keep ``tokens_per_anchor`` tokens
+   each, dropping the lowest-energy token(s) of every ``block x block`` block
+   (``core.blocks.keep_by_blocks``; 3x3 blocks on 24x24 keep 512 of 576).
+2. **Fre-Res (temporal frequency).** I-frames are the anchors, frame 0, and every frame whose
+   cosine distance to the previous one exceeds ``tau`` (an event); each frame's residual is taken
+   against its nearest preceding I-frame (zero on I-frames). Residuals are average-pooled onto an
+   ``pool x pool`` grid of cells, the clip is split into ``groups`` contiguous temporal groups,
+   and the orthonormal type-II DCT along time of each group's residual trajectory keeps its
+   first ``K`` coefficients: ``groups * K * pool**2`` candidate P-tokens. Candidates whose energy
+   (L2 norm) is below ``energy_floor`` times the largest are near-zero and dropped. Each group
+   also emits a **summary** (the mean of its retained coefficients), and the clip ``statics``
+   **static background** tokens: the grid positions that change least between consecutive
+   anchors, as their mean over the anchors.
+3. **Spatial-Guided Absorber** (``mode="absorber"``): each kept anchor token attends, by scaled
+   dot product, to the retained P-tokens of its own cell and temporal group and adds the result
+   (a motion-aware dynamic anchor). The training-free absorber has no parameters: identity
+   projections, zero type embeddings and unit branch gates, so it is dimensionally sound but not
+   aligned to the LLM's embedding manifold as the paper's trained one is.
+
+Ablations (``mode``): ``anchor_only``, ``temporal_only``, ``linear_concat`` (P-tokens appended,
+no absorber), ``idct_reconstruction`` (each P-frame's pooled residual rebuilt from the retained
+coefficients by the inverse DCT and appended, one token per P-frame and cell, instead of the
+coefficients; budget: those ``P * pool**2`` tokens take the place of ``G * K * pool**2``) and
+``absorber``.
+
+Budget rule (paper appendix F): with a budget ``B``, the anchors take ``A * r``, the summaries
+``G`` and the statics ``statics``; ``K = min(floor(B_fre / (G * pool**2)), L_eff, max_coefficients)``
+with ``B_fre`` what remains and ``L_eff`` the shortest group's length. When the budget cannot hold
+the anchors, fewer anchors are taken (then fewer tokens per anchor); the method never emits more
+than ``B`` tokens, and ``last_counts`` reports what each branch emitted. Without a budget the
+knobs set the counts, unless they would exceed the video's own size, which then is the budget.
+
+Positions (``core.base`` rule): kept anchor tokens keep theirs; a P-token and a summary sit at
+the floor of the mean position of their region (the group's frames x the cell, or the whole
+group), so at their group's temporal centre and their cell's spatial centre; a static token at
+the mean over the anchor frames of its grid position. Slots follow the same rule on grid indices.
+
+Everything is batched tensor code: pooling, residuals, the per-group DCT and the absorber are a
+few matrix products over the whole clip; there is no Python loop over frames, groups or tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+
+from .base import CompressedVideo, CompressionError, Method, VideoTokens
+from .blocks import keep_by_blocks
+from .budget import budget_tokens
+from .dct import dct_basis
+from .freres_fusion import FreResFusion
+
+MODES = ("absorber", "linear_concat", "anchor_only", "temporal_only", "idct_reconstruction")
+
+
+@lru_cache(maxsize=64)
+def evenly_spaced(count: int, length: int, device=None) -> torch.Tensor:
+    """``count`` distinct indices spread over ``range(length)``, first and last included."""
+    return torch.linspace(0, length - 1, count, dtype=torch.float64, device=device).round().long().unique()
+
+
+def cell_weights(h: int, w: int, pool: int, device=None) -> torch.Tensor:
+    """(weights [pool*pool, H*W], cell of each grid token [H*W]): row ``c`` of ``weights``
+    averages the tokens of cell ``c``. Cells split the grid as evenly as integers allow."""
+    rows = torch.arange(h, device=device) * pool // h
+    cols = torch.arange(w, device=device) * pool // w
+    cell = (rows[:, None] * pool + cols[None, :]).flatten()  # [HW]
+    member = torch.nn.functional.one_hot(cell, pool * pool).T.float()  # [C, HW]
+    return member / member.sum(1, keepdim=True), cell
+
+
+def group_layout(t: int, groups: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contiguous temporal groups: group id of each frame [T] and each group's length [G]."""
+    group = torch.arange(t, device=device) * groups // t
+    return group, torch.bincount(group, minlength=groups)
+
+
+def grouped_dct_basis(lengths: torch.Tensor, k: int, device=None) -> torch.Tensor:
+    """[G, K, Lmax]: the first ``k`` rows of each group's own orthonormal DCT-II basis, zero-padded.
+
+    Groups have at most two lengths (floor and ceil of T/G), so two bases cover every group."""
+    longest = int(lengths.max())
+    out = torch.zeros(len(lengths), k, longest, device=device)
+    for n in lengths.unique().tolist():  # at most two distinct lengths
+        out[lengths == n, :, :n] = dct_basis(n, device)[:k]
+    return out
+
+
+@lru_cache(maxsize=32)
+def temporal_layout(t: int, h: int, w: int, groups: int, k: int, pool: int, device: torch.device) -> dict:
+    """Everything of the temporal branch that depends only on the shapes, built once per shape.
+
+    ``weights``/``cell_of``: the pooling cells; ``group``: each frame's group; ``basis`` [G, K, T]:
+    each group's DCT rows placed on its frames; ``group_mean`` [G, T] and ``cell_mean`` [C, HW]:
+    the float64 averages behind region positions; ``grid_idx`` [3, T, HW]: grid coordinates."""
+    weights, cell_of = cell_weights(h, w, pool, device)
+    group, lengths = group_layout(t, groups, device)
+    frame = torch.arange(t, device=device)
+    starts = torch.cumsum(lengths, 0) - lengths
+    members = torch.zeros(groups, int(lengths.max()), t, device=device)
+    members[group, frame - starts[group], frame] = 1.0  # [G, Lmax, T]
+    membership = members.sum(1)  # [G, T]
+    grid_idx = torch.stack(torch.meshgrid(frame, torch.arange(h, device=device), torch.arange(w, device=device),
+                                          indexing="ij")).reshape(3, t, h * w).double()
+    return {"weights": weights, "cell_of": cell_of, "group": group,
+            "basis": grouped_dct_basis(lengths, k, device) @ members,
+            "group_mean": (membership / membership.sum(1, keepdim=True)).double(),
+            "cell_mean": weights.double(), "grid_idx": grid_idx}
+
+
+@dataclass
+class FreResMethod(Method):
+    """Fre-Res: raw anchors + temporal-frequency residual tokens (+ absorber).
+
+    Parameters
+    ----------
+    anchors : int
+        Anchor frames ``A`` (evenly spaced latent frames).
+    tokens_per_anchor : int or None
+        Raw tokens ``r`` kept per anchor; None keeps all but one token per block.
+    block : int
+        Block size of the anchor pruning.
+    groups : int
+        Temporal groups ``G`` (contiguous; capped at the number of frames).
+    coefficients : int
+        ``K`` without a budget (capped at the shortest group's length).
+    max_coefficients : int
+        ``K_max`` of the budget rule.
+    pool : int
+        Side ``s`` of the spatial pooling grid (``s * s`` cells).
+    statics : int
+        Static background tokens.
+    tau : float
+        Cosine distance (of pooled latent frames) above which a frame becomes an event I-frame.
+    energy_floor : float
+        Candidates whose energy is below this fraction of the largest are dropped as near-zero.
+    mode : str
+        ``absorber`` (default), ``linear_concat``, ``anchor_only``, ``temporal_only`` or
+        ``idct_reconstruction``.
+    budget : int, float or None
+        Visual-token budget (count or ratio); None: the knobs alone set the counts.
+    adapter : str or None
+        Directory of a trained ``FreResFusion`` (``save_pretrained``); None: the training-free
+        default (identity adapters and projections, zero type embeddings, unit gates).
+    """
+
+    name = "freres"
+    anchors: int = 8
+    tokens_per_anchor: int | None = None
+    block: int = 3
+    groups: int = 8
+    coefficients: int = 3
+    max_coefficients: int = 8
+    pool: int = 4
+    statics: int = 24
+    tau: float = 0.3
+    energy_floor: float = 0.05
+    mode: str = "absorber"
+    budget: int | float | None = None
+    adapter: str | None = None
+    last_counts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    fusion: FreResFusion | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for knob in ("anchors", "block", "groups", "coefficients", "max_coefficients", "pool"):
+            value = getattr(self, knob)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CompressionError(f"freres: {knob} must be a positive int, got {value!r}")
+        if self.tokens_per_anchor is not None and (not isinstance(self.tokens_per_anchor, int) or self.tokens_per_anchor < 1):
+            raise CompressionError(f"freres: tokens_per_anchor must be a positive int, got {self.tokens_per_anchor!r}")
+        if not isinstance(self.statics, int) or self.statics < 0:
+            raise CompressionError(f"freres: statics must be a non-negative int, got {self.statics!r}")
+        if self.mode not in MODES:
+            raise CompressionError(f"freres: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 0.0 <= float(self.energy_floor) < 1.0:
+            raise CompressionError(f"freres: energy_floor must lie in [0, 1), got {self.energy_floor}")
+        if self.adapter is not None:
+            self.fusion = FreResFusion.from_pretrained(self.adapter)
+
+    # -- the budget rule ------------------------------------------------------------------------
+    def plan(self, t: int, h: int, w: int) -> dict:
+        """Counts per branch for a ``T x H x W`` grid: anchors, tokens per anchor, groups, K, cells, statics."""
+        if self.pool > min(h, w):
+            raise CompressionError(f"freres: pool {self.pool} exceeds the {h}x{w} token grid")
+        raw_on = self.mode != "temporal_only"
+        temporal_on = self.mode != "anchor_only"
+        anchors = min(self.anchors, t) if raw_on else 0
+        per_anchor = self.tokens_per_anchor
+        if per_anchor is None:
+            per_anchor = h * w - math.ceil(h / self.block) * math.ceil(w / self.block) if h * w > 1 else 1
+        if per_anchor > h * w:
+            raise CompressionError(f"freres: tokens_per_anchor {per_anchor} exceeds the {h}x{w} grid")
+        groups = min(self.groups, t) if temporal_on else 0
+        statics = min(self.statics, h * w) if temporal_on else 0
+        cells = self.pool * self.pool
+        shortest = t // groups if groups else 0
+        k = min(self.coefficients, shortest)
+        budget = self.budget
+        dynamic_cap = t * cells if self.mode == "idct_reconstruction" else groups * k * cells
+        if budget is None and anchors * per_anchor + dynamic_cap + groups + statics > t * h * w:
+            budget = t * h * w  # never more tokens than the video had: the budget rule at full size
+        if budget is not None:
+            total = budget_tokens(budget, t * h * w)
+            fixed = groups + statics
+            if anchors and anchors * per_anchor > total - fixed:
+                # budget-adaptive: fewer anchors first, then fewer tokens per anchor
+                anchors = max(1, min(anchors, (total - fixed) // per_anchor))
+                per_anchor = min(per_anchor, (total - fixed) // anchors)
+            if total - fixed - anchors * per_anchor < 0 or (raw_on and per_anchor < 1):
+                raise CompressionError(
+                    f"freres: budget {budget} ({total} tokens) is below the minimum "
+                    f"{groups + statics + (1 if raw_on else 0)} (summaries + statics + one anchor token)"
+                )
+            spare = total - fixed - anchors * per_anchor
+            k = min(spare // (groups * cells), shortest, self.max_coefficients) if groups else 0
+            if self.mode == "idct_reconstruction" and t * cells > spare:
+                raise CompressionError(f"freres: idct_reconstruction needs up to {t * cells} residual tokens, "
+                                       f"budget {budget} leaves {spare}")
+        return {"anchors": anchors, "tokens_per_anchor": per_anchor, "groups": groups, "coefficients": k,
+                "cells": cells, "statics": statics}
+
+    # -- the method -------------------------------------------------------------------------------
+    def compress(self, video: VideoTokens) -> CompressedVideo:
+        t, h, w = video.grid
+        plan = self.plan(t, h, w)
+        device = video.features.device
+        hw, d = h * w, video.features.shape[-1]
+        layers = [video.features, *video.deepstack]  # every op is linear, so DeepStack rows follow
+        flats = [x.reshape(t, hw, -1) for x in layers]
+        # float64: a floor of a mean must not fall one short through rounding
+        grid_pos = video.positions.reshape(3, t, hw).double()
+        parts = []  # (features per layer [N, D], positions [3, N], slots [N], kind) per branch
+        fusion = self.fusion
+        if fusion is not None:
+            fusion.check(video.features.shape[-1])
+            fusion.to(device=device, dtype=video.features.dtype)
+
+        anchor_frames = evenly_spaced(plan["anchors"], t, device) if plan["anchors"] else evenly_spaced(min(self.anchors, t), t, device)
+        anchor_grid = flats[0].index_select(0, anchor_frames)  # [A, HW, D]: anchor energy and statics
+        if plan["anchors"]:  # launched before the temporal branch's one host sync, so they overlap it
+            energy = torch.linalg.vector_norm(anchor_grid, dim=-1, dtype=torch.float32)
+            kept = keep_by_blocks(energy.view(-1, h, w), plan["tokens_per_anchor"], self.block).view(len(anchor_frames), hw)
+            # exactly r per anchor: the kept grid indices in order, without a data-dependent nonzero
+            token_of = kept.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :plan["tokens_per_anchor"]]
+            token_of = token_of.sort(dim=1).values
+            flat_index = (anchor_frames[:, None] * hw + token_of).flatten()
+            rows = [f.reshape(t * hw, -1).index_select(0, flat_index) for f in flats]  # one gather per layer
+        if plan["groups"]:
+            layout = temporal_layout(t, h, w, plan["groups"], plan["coefficients"], self.pool, device)
+            temporal = self._temporal(flats, anchor_frames, anchor_grid, plan, grid_pos, layout, h, w)
+        if plan["anchors"]:
+            if self.mode == "absorber" and plan["groups"]:
+                rows = self._absorb(rows, anchor_frames, token_of, temporal, fusion)
+            parts.append((rows, video.positions.reshape(3, -1)[:, flat_index], flat_index, "raw"))
+        if plan["groups"]:
+            parts += temporal["parts"]
+        if fusion is not None:  # adapters, type embeddings and gates act on the main features
+            with torch.no_grad():
+                parts = [([fusion.raw(r[0].to(fusion.gates.dtype)) if kind == "raw" else fusion.fre(r[0].to(fusion.gates.dtype), kind),
+                           *r[1:]], pos, slot, kind) for r, pos, slot, kind in parts]
+        features = [torch.cat([p[0][i].to(x.dtype) for p in parts]) for i, x in enumerate(layers)]
+        positions = torch.cat([p[1] for p in parts], 1)
+        slots = torch.cat([p[2] for p in parts])
+        self.last_counts = {"anchors": int(parts[0][2].numel()) if plan["anchors"] else 0,
+                            "dynamic": temporal["dynamic"] if plan["groups"] else 0,
+                            "summaries": plan["groups"], "statics": plan["statics"], "plan": plan}
+        self.last_counts["total"] = int(slots.numel())
+        return CompressedVideo(features[0], positions, slots, features[1:])
+
+    def _temporal(self, flats, anchor_frames, anchor_grid, plan, grid_pos, layout, h, w) -> dict:
+        t, hw = flats[0].shape[:2]
+        device = flats[0].device
+        weights, cell_of, group = layout["weights"], layout["cell_of"], layout["group"]  # [C, HW], [HW], [T]
+        pooled = [torch.matmul(weights.to(f.dtype), f) for f in flats]  # [T, C, D]: one read of the input
+        # I-frames: anchors, frame 0 and events (cosine distance of pooled frames above tau; in the
+        # features' dtype with float accumulation)
+        base = pooled[0].flatten(1)
+        norms = torch.linalg.vector_norm(base, dim=1, dtype=torch.float32)
+        dots = torch.bmm(base[1:, None, :], base[:-1, :, None]).flatten().float()
+        cosine = dots / (norms[1:] * norms[:-1]).clamp_min(1e-12)
+        is_i = torch.zeros(t, dtype=torch.bool, device=device)
+        is_i[anchor_frames] = True
+        is_i[0] = True
+        is_i[1:] |= (1 - cosine) > self.tau
+        frame = torch.arange(t, device=device)
+        reference = torch.cummax(torch.where(is_i, frame, 0), 0).values
+        pooled = [p.float() for p in pooled]
+        residuals = [p - p.index_select(0, reference) for p in pooled]  # [T, C, D], zero on I-frames
+        # per-group DCT along time: one contraction with the [G, K, T] basis
+        coeffs = [torch.einsum("gkt,tcd->gkcd", layout["basis"], r) for r in residuals]  # [G, K, C, D]
+        if plan["statics"]:  # before the host sync below, so these launches overlap the pooling
+            change = torch.linalg.vector_norm(anchor_grid[1:] - anchor_grid[:-1], dim=-1, dtype=torch.float32).sum(0) \
+                if len(anchor_frames) > 1 else torch.zeros(hw, device=device)
+            still = change.argsort(stable=True)[: plan["statics"]].sort().values  # [S] grid positions
+            rows = (anchor_frames[:, None] * hw + still[None, :]).flatten()  # [A*S] flat grid indices
+            statics = [f.reshape(t * hw, -1).index_select(0, rows).view(len(anchor_frames), len(still), -1).float().mean(0)
+                       for f in flats]
+            static_pos = grid_pos[:, anchor_frames][:, :, still].mean(1)  # [3, S]
+            static_idx = layout["grid_idx"][:, anchor_frames][:, :, still].mean(1)
+            static_part = (statics, static_pos.floor().long())
+        energy = coeffs[0].norm(dim=-1)  # [G, K, C]
+        keep = energy > self.energy_floor * energy.max() if energy.numel() else energy.bool()
+        keep &= energy > 0
+        g_idx, k_idx, c_idx = keep.nonzero(as_tuple=True)
+        # positions and slots: floor of the mean over each region (group frames x cell)
+        group_mean, cell_mean, grid_idx = layout["group_mean"], layout["cell_mean"], layout["grid_idx"]
+
+        def region_mean(values):  # [3, T, HW] -> ([3, G, C] per group and cell, [3, G] per group)
+            per_cell = group_mean @ (values @ cell_mean.T)  # [3, G, C]
+            return per_cell, group_mean @ values.mean(2).unsqueeze(-1)
+
+        region_pos, summary_pos = region_mean(grid_pos)
+        region_idx, summary_idx = region_mean(grid_idx)
+        summary_pos, summary_idx = summary_pos[..., 0], summary_idx[..., 0]  # [3, G]
+
+        def slot_of(idx):  # flat grid index of (t, h, w) grid coordinates
+            idx = idx.floor().long()
+            return (idx[0] * h + idx[1]) * w + idx[2]
+
+        parts = []
+        if self.mode == "idct_reconstruction":  # P-frames' pooled residuals from the retained coefficients
+            retained = [c * keep[..., None] for c in coeffs]
+            p_frames = (~is_i).nonzero().flatten()
+            rebuilt = [torch.einsum("gkt,gkcd->tcd", layout["basis"], c)[p_frames].flatten(0, 1) for c in retained]
+            frame_pos = (grid_pos @ cell_mean.T)[:, p_frames].flatten(1)  # [3, P*C]: each frame's cell centre
+            frame_idx = (grid_idx @ cell_mean.T)[:, p_frames].flatten(1)
+            parts.append((rebuilt, frame_pos.floor().long(), slot_of(frame_idx), "dynamic"))
+            count = int(p_frames.numel()) * weights.shape[0]
+        else:
+            dynamic = [c[g_idx, k_idx, c_idx] for c in coeffs]
+            parts.append((dynamic, region_pos[:, g_idx, c_idx].floor().long(), slot_of(region_idx[:, g_idx, c_idx]), "dynamic"))
+            count = int(g_idx.numel())
+        kept_per_group = keep.flatten(1).float()  # [G, K*C]
+        share = kept_per_group / kept_per_group.sum(1, keepdim=True).clamp_min(1.0)
+        summaries = [torch.einsum("gm,gmd->gd", share, c.flatten(1, 2)) for c in coeffs]
+        parts.append((summaries, summary_pos.floor().long(), slot_of(summary_idx), "summary"))
+        if plan["statics"]:
+            parts.append(static_part + (slot_of(static_idx), "static"))
+        return {"parts": parts, "dynamic": count, "coeffs": coeffs, "keep": keep,
+                "group": group, "cell_of": cell_of}
+
+    def _absorb(self, rows, anchor_frames, tokens, temporal, fusion=None):
+        """Each anchor token attends to the retained P-tokens of its own (group, cell): K at most.
+
+        ``rows`` [A*r, D] per layer, anchor-major; ``tokens`` [A, r] their grid indices. Scores
+        against every (k, cell) of the anchor's group are one batched product; a mask keeps the
+        token's own cell and the retained coefficients. A trained ``fusion`` projects the main
+        features' queries, keys and values; DeepStack rows take the same attention weights.
+        """
+        coeffs, keep = temporal["coeffs"], temporal["keep"]  # [G, K, C, D], [G, K, C]
+        group = temporal["group"][anchor_frames]  # [A]
+        n_anchor, per_anchor = tokens.shape
+        k, cells = keep.shape[1:]
+        dtype = rows[0].dtype  # bf16 products on the GPU (fp32 accumulation), fp32 on the CPU
+        query = rows[0].view(n_anchor, per_anchor, -1)
+        keys = [c[group].flatten(1, 2).to(dtype) for c in coeffs]  # [A, K*C, D]
+        key = keys[0]
+        if fusion is not None:
+            with torch.no_grad():
+                query, key, keys[0] = fusion.query(query), fusion.key(keys[0]), fusion.value(keys[0])
+        scores = torch.bmm(query, key.transpose(1, 2)).float() / math.sqrt(query.shape[-1])  # [A, r, K*C]
+        own_cell = temporal["cell_of"][tokens][..., None] == torch.arange(cells, device=tokens.device)  # [A, r, C]
+        allowed = own_cell[:, :, None, :] & keep[group][:, None]  # [A, r, K, C]
+        scores = scores.masked_fill(~allowed.flatten(2), float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # tokens with no candidate absorb nothing
+        return [(r.view(n_anchor, per_anchor, -1) + torch.bmm(weights.to(dtype), kk)).flatten(0, 1) for r, kk in zip(rows, keys)]

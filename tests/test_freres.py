@@ -1,0 +1,259 @@
+"""Fre-Res (``core/freres.py``): counts, the budget rule, the residual DCT against scipy, positions, modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+
+from freres_lmms.core import METHODS, CompressionError, FreResMethod, VideoTokens, build_method, region_position
+from freres_lmms.core.freres import cell_weights, evenly_spaced, group_layout
+
+
+def smooth_video(t=16, h=24, w=24, d=32, seed=0, deepstack=0, cut=None):
+    """Latent frames that drift smoothly (no event at tau 0.3); ``cut`` starts a new scene there."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, h, w, d, generator=g)
+    drift = torch.randn(1, h, w, d, generator=g)
+    time = torch.arange(t, dtype=torch.float32).view(t, 1, 1, 1) / t
+    features = base + 0.3 * torch.sin(3 * time) * drift + 0.01 * torch.randn(t, h, w, d, generator=g)
+    if cut is not None:
+        features[cut:] += 3 * torch.randn(1, h, w, d, generator=g)
+    ti, hi, wi = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    positions = torch.stack([2 * ti + 7, hi + 7, wi + 7])  # any monotone layout, offset like a prompt
+    extra = [features * (i + 2) for i in range(deepstack)]
+    return VideoTokens(features, positions, extra)
+
+
+def test_registered_with_model_ids():
+    assert METHODS["freres"] is FreResMethod
+    from freres_lmms.lmms.manifests import model_ids
+
+    assert {"freres_qwen2vl", "freres_qwen2_5vl", "freres_qwen3vl"} <= set(model_ids())
+
+
+def test_paper_shapes_anchor_branch_is_8_x_512():
+    method = FreResMethod()
+    out = method(smooth_video())
+    assert method.last_counts["anchors"] == 4096  # 8 anchors x 512 of 576 (3x3 blocks, one drop each)
+    counts = method.last_counts
+    plan = counts["plan"]
+    assert counts["dynamic"] <= plan["groups"] * plan["coefficients"] * plan["cells"]
+    assert out.num_tokens == counts["total"] == 4096 + counts["dynamic"] + 8 + 24
+    assert out.features.shape == (out.num_tokens, 32) and out.positions.shape == (3, out.num_tokens)
+
+
+@pytest.mark.parametrize("budget", [4128, 4300, 4413, 4500, 5000, 6000, 0.5, 0.9, 1.0])
+def test_budget_rule_and_bound(budget):
+    video = smooth_video()
+    method = FreResMethod(budget=budget, groups=4, max_coefficients=8)
+    out = method(video)
+    total = budget if isinstance(budget, int) else int(budget * video.num_tokens)
+    assert out.num_tokens <= total
+    plan = method.last_counts["plan"]
+    spare = total - 4096 - 4 - 24
+    assert plan["coefficients"] == min(spare // (4 * 16), 16 // 4, 8)  # K = min(floor(B_fre / (G S)), L_eff, K_max)
+
+
+def test_budget_below_anchors_takes_fewer_anchors_then_fewer_tokens():
+    video = smooth_video(t=8, h=8, w=8)
+    method = FreResMethod(budget=0.5)  # 256 of 512
+    out = method(video)
+    plan = method.last_counts["plan"]
+    assert out.num_tokens <= 256 and plan["anchors"] == (256 - 8 - 24) // 55 and plan["tokens_per_anchor"] == 55
+    tiny = FreResMethod(budget=40)
+    out = tiny(video)
+    assert out.num_tokens <= 40 and tiny.last_counts["plan"]["anchors"] == 1
+    with pytest.raises(CompressionError, match="below the minimum 33"):
+        FreResMethod(budget=32)(video)
+
+
+def test_residual_dct_matches_scipy_per_group():
+    """Dynamic tokens are the first K type-II DCT coefficients (scipy, norm="ortho") of each group's
+    trajectory of pooled residuals against the nearest preceding I-frame (anchors and frame 0)."""
+    video = smooth_video(t=12, h=8, w=8, d=6, seed=3)
+    method = FreResMethod(anchors=3, groups=3, coefficients=3, pool=2, statics=0, energy_floor=0.0, mode="linear_concat")
+    out = method(video)
+    anchors = evenly_spaced(3, 12).tolist()
+    weights, _ = cell_weights(8, 8, 2)
+    pooled = np.einsum("cp,tpd->tcd", weights.numpy(), video.features.reshape(12, 64, 6).numpy().astype(np.float64))
+    reference = [max(i for i in sorted(set(anchors) | {0}) if i <= t) for t in range(12)]
+    residuals = pooled - pooled[reference]
+    group, _ = group_layout(12, 3)
+    expected = []
+    for g in range(3):
+        frames = (group == g).nonzero().flatten().numpy()
+        coeffs = scipy.fft.dct(residuals[frames], type=2, norm="ortho", axis=0)[:3]  # [K, C, D]
+        expected += [coeffs[k, c] for k in range(3) for c in range(4)]
+    anchor_count = method.last_counts["anchors"]
+    dynamic = out.features[anchor_count:anchor_count + len(expected)].double().numpy()
+    np.testing.assert_allclose(dynamic, np.stack(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_positions_are_floor_of_region_means():
+    video = smooth_video(t=8, h=6, w=6, d=4)
+    method = FreResMethod(anchors=2, groups=2, coefficients=2, pool=2, statics=3, energy_floor=0.0, mode="linear_concat")
+    out = method(video)
+    counts = method.last_counts
+    start = counts["anchors"]
+    flat = video.positions.reshape(3, -1)
+    grid = torch.arange(8 * 36).view(8, 6, 6)
+    regions = []
+    for g in range(2):  # dynamic tokens come as (group, k, cell)
+        for _k in range(2):
+            for c in range(4):
+                mask = torch.zeros(8, 6, 6, dtype=torch.bool)
+                mask[4 * g:4 * g + 4, 3 * (c // 2):3 * (c // 2) + 3, 3 * (c % 2):3 * (c % 2) + 3] = True
+                regions.append(mask.flatten())
+    expected = region_position(flat, torch.stack(regions))
+    assert torch.equal(out.positions[:, start:start + 16], expected)
+    summaries = torch.stack([(grid >= 144 * g) & (grid < 144 * (g + 1)) for g in range(2)]).flatten(1)
+    assert torch.equal(out.positions[:, start + 16:start + 18], region_position(flat, summaries))
+    # anchors keep their own grid positions; slots are the region centres' grid indices
+    kept = out.slots[:start]
+    assert torch.equal(out.positions[:, :start], flat[:, kept])
+    assert out.slots[start] == grid[1, 1, 1]  # group 0 (frames 0-3), cell 0 (rows/cols 0-2): centre (1, 1, 1)
+
+
+def test_event_frames_reset_the_residual_reference():
+    smooth = FreResMethod(anchors=2, groups=2, pool=2, statics=0, energy_floor=0.0, mode="temporal_only")
+    cut = smooth_video(t=16, h=8, w=8, d=8, cut=9)
+    out_cut = smooth(cut)
+    energy_cut = out_cut.features[:8].norm(dim=-1).max()  # group 1 (frames 8-15) comes second: skip group 0
+    loose = FreResMethod(anchors=2, groups=2, pool=2, statics=0, energy_floor=0.0, mode="temporal_only", tau=2.0)
+    out_loose = loose(cut)  # tau 2 never promotes: the cut stays inside a residual trajectory
+    group1 = slice(smooth.last_counts["dynamic"] // 2, smooth.last_counts["dynamic"])
+    assert out_cut.features[group1].norm(dim=-1).max() < 0.5 * out_loose.features[group1].norm(dim=-1).max()
+    assert energy_cut > 0
+
+
+def test_modes_and_absorber():
+    video = smooth_video(deepstack=1)
+    outs = {mode: FreResMethod(mode=mode)(video) for mode in ("absorber", "linear_concat", "anchor_only", "temporal_only")}
+    assert outs["anchor_only"].num_tokens == 4096
+    assert outs["temporal_only"].num_tokens == outs["absorber"].num_tokens - 4096
+    assert outs["linear_concat"].num_tokens == outs["absorber"].num_tokens
+    anchors_plain, anchors_absorbed = outs["linear_concat"].features[:4096], outs["absorber"].features[:4096]
+    assert torch.equal(anchors_plain, outs["anchor_only"].features)
+    assert not torch.allclose(anchors_plain, anchors_absorbed)  # motion-aware anchors differ
+    torch.testing.assert_close(outs["absorber"].features[4096:], outs["linear_concat"].features[4096:])
+    # a still video has no P-tokens: the absorber leaves the anchors as they are
+    still = VideoTokens(video.features[:1].expand(16, -1, -1, -1).contiguous(), video.positions)
+    assert torch.equal(FreResMethod()(still).features[:4096], FreResMethod(mode="anchor_only")(still).features)
+
+
+def test_deepstack_rows_follow_the_same_linear_ops():
+    video = smooth_video(t=8, h=8, w=8, d=8, deepstack=1)  # deepstack[0] = 2 x features
+    for mode in ("linear_concat", "absorber"):
+        out = FreResMethod(anchors=2, groups=2, pool=2, statics=4, mode=mode)(video)
+        torch.testing.assert_close(out.deepstack[0], 2 * out.features, rtol=1e-5, atol=1e-5)
+
+
+def test_any_grid_and_one_frame():
+    out = FreResMethod(pool=3)(smooth_video(t=5, h=7, w=5, d=4))
+    assert out.num_tokens > 0 and out.slots.max() < 5 * 7 * 5
+    method = FreResMethod()
+    single = method(smooth_video(t=1, h=6, w=6, d=4))  # the knobs ask for 32 + 1 + 24 tokens of 36
+    assert single.num_tokens == 36 and method.last_counts["plan"]["tokens_per_anchor"] == 36 - 1 - 24
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"anchors": 0}, "anchors must be a positive int"),
+    ({"mode": "magic"}, "mode must be one of"),
+    ({"energy_floor": 1.5}, "energy_floor"),
+    ({"statics": -1}, "statics"),
+])
+def test_bad_knobs(knobs, message):
+    with pytest.raises(CompressionError, match=message):
+        build_method("freres", **knobs)
+
+
+def test_pool_larger_than_grid_is_an_error():
+    with pytest.raises(CompressionError, match="pool 4 exceeds the 3x3 token grid"):
+        FreResMethod()(smooth_video(t=4, h=3, w=3, d=4))
+
+
+def test_per_frame_encoding_gives_one_latent_slice_per_frame(checkpoints, videos):
+    from transformers import AutoProcessor
+
+    from freres_lmms.data.video import load_video
+
+    video = load_video(videos[3]["video"], max_num_frames=8)
+    doubled = video.per_frame()
+    assert doubled.frames.shape[0] == 16 and torch.equal(doubled.frames[0], doubled.frames[1])
+    assert doubled.fps == 2 * video.fps and doubled.indices[:4] == [0, 1, 2 * video.indices[1], 2 * video.indices[1] + 1]
+    for family in ("qwen2vl", "qwen3vl"):
+        processor = AutoProcessor.from_pretrained(checkpoints[family])
+        grids = [processor.video_processor(videos=[v.frames], video_metadata=[v.metadata()], return_tensors="pt")["video_grid_thw"][0, 0]
+                 for v in (video, doubled)]
+        assert [int(g) for g in grids] == [4, 8]
+
+
+def test_wrapper_refuses_an_unknown_frame_encoding(checkpoints):
+    from freres_lmms.lmms.families import FreresQwen2VL
+
+    with pytest.raises(ValueError, match="frame_encoding must be one of paired, per_frame"):
+        FreresQwen2VL(pretrained=str(checkpoints["qwen2vl"]), frame_encoding="triple", device="cpu")
+
+
+def test_residual_spectrum_is_parseval_and_low_pass_for_smooth_motion():
+    from freres_lmms.core.spectrum import low_frequency_share, residual_spectrum
+
+    video = smooth_video(t=16, h=4, w=4, d=8)
+    spectrum = residual_spectrum(video.features)
+    residual = video.features - video.features[:1]
+    torch.testing.assert_close(spectrum.sum(), residual.pow(2).sum(), rtol=1e-4, atol=1e-4)  # orthonormal DCT
+    assert low_frequency_share(spectrum, 5) > 0.95
+    noise = residual_spectrum(torch.randn(16, 8, 8, 8))  # white: flat beyond the DC term of "minus frame 0"
+    assert float(noise[1:].max() / noise[1:].min()) < 2.0 and low_frequency_share(noise, 5) < 0.75
+    assert low_frequency_share(residual_spectrum(torch.ones(16, 2, 2, 3)), 5) == 1.0  # a still clip
+
+
+def test_fresh_fusion_module_equals_the_training_free_default(tmp_path):
+    from freres_lmms.core.freres_fusion import FreResFusion
+
+    video = smooth_video(d=16)
+    FreResFusion(16).save_pretrained(tmp_path / "fusion")
+    loaded = build_method("freres", adapter=str(tmp_path / "fusion"))  # model_args: adapter=PATH
+    assert loaded.fusion is not None
+    plain, fused = FreResMethod()(video), loaded(video)
+    assert torch.equal(plain.features, fused.features) and torch.equal(plain.positions, fused.positions)
+
+
+def test_trained_fusion_weights_act_on_their_branches(tmp_path):
+    from freres_lmms.core.freres_fusion import FreResFusion
+
+    video = smooth_video(d=16)
+    module = FreResFusion(16)
+    with torch.no_grad():
+        module.gates[1] = 2.0  # Fre-Res branch gate
+        module.type_embeddings[0] = 0.5  # raw-branch type embedding
+    module.save_pretrained(tmp_path / "fusion")
+    reloaded = FreResFusion.from_pretrained(tmp_path / "fusion")
+    assert torch.equal(reloaded.gates, module.gates)
+    plain = FreResMethod(mode="linear_concat")(video)
+    fused = FreResMethod(mode="linear_concat", adapter=str(tmp_path / "fusion"))(video)
+    torch.testing.assert_close(fused.features[:4096], plain.features[:4096] + 0.5)
+    torch.testing.assert_close(fused.features[4096:], 2 * plain.features[4096:])
+    with pytest.raises(CompressionError, match="for 16-dim features, the model gives 32"):
+        FreResMethod(adapter=str(tmp_path / "fusion"))(smooth_video(d=32))
+    with pytest.raises(CompressionError, match="no config.json"):
+        FreResMethod(adapter=str(tmp_path / "missing"))
+
+
+def test_idct_reconstruction_rebuilds_pooled_residuals():
+    """With every coefficient kept, the inverse DCT gives back each P-frame's pooled residual exactly."""
+    video = smooth_video(t=12, h=8, w=8, d=6, seed=5)
+    method = FreResMethod(anchors=3, groups=3, coefficients=4, pool=2, statics=0, energy_floor=0.0, mode="idct_reconstruction")
+    out = method(video)
+    anchors = evenly_spaced(3, 12).tolist()
+    p_frames = [t for t in range(12) if t not in set(anchors) | {0}]
+    assert method.last_counts["dynamic"] == len(p_frames) * 4
+    weights, _ = cell_weights(8, 8, 2)
+    pooled = torch.einsum("cp,tpd->tcd", weights, video.features.reshape(12, 64, 6))
+    reference = [max(i for i in sorted(set(anchors) | {0}) if i <= t) for t in range(12)]
+    expected = (pooled - pooled[reference])[p_frames].flatten(0, 1)
+    start = method.last_counts["anchors"]
+    torch.testing.assert_close(out.features[start:start + len(expected)], expected, rtol=1e-4, atol=1e-5)
+    assert out.num_tokens == start + len(expected) + 3  # anchors, rebuilt residuals, summaries
