@@ -24,16 +24,13 @@ def evaluate(checkpoint: str, method: str | Method, knobs: dict | None = None, l
     """
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
-    from transformers import AutoConfig
-
     from .data.checkpoints import resolve_pretrained
     from .lmms.families import FAMILY_CLASSES
-    from .models import ADAPTERS
+    from .models import family_of
 
     knobs = dict(knobs or {})
     path = resolve_pretrained(checkpoint)
-    model_type = AutoConfig.from_pretrained(path).model_type
-    family = next(f for f, adapter in ADAPTERS.items() if adapter.model_type == model_type)
+    family = family_of(path)
     planted = isinstance(method, Method)
     model = FAMILY_CLASSES[family](pretrained=path, method="full" if planted else method, device=device, **knobs)
     if planted:

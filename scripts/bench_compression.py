@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         features = drifting_features(spec["frames"], args.side, args.dim, device)
         video = VideoTokens(features, positions(spec["frames"], args.side, device))
         input_bytes = features.numel() * features.element_size()
-        copy_ms, _ = time_it(lambda: features.clone(), args.warmup, args.repeats)
+        copy_ms, _ = time_it(lambda f=features: f.clone(), args.warmup, args.repeats)
         for name, method in spec["methods"].items():
             out = method(video)
-            ms, peak = time_it(lambda: method(video), args.warmup, args.repeats)
+            ms, peak = time_it(lambda m=method, v=video: m(v), args.warmup, args.repeats)
             rows.append({"case": case, "method": name, "frames": spec["frames"], "grid": f"{args.side}x{args.side}",
                          "dim": args.dim, "input_tokens": video.num_tokens, "output_tokens": out.num_tokens,
                          "ms": round(ms, 3), "copy_ms": round(copy_ms, 3), "ratio_to_copy": round(ms / copy_ms, 2),

@@ -27,15 +27,15 @@ from freres_lmms.core import build_method  # noqa: E402
 from freres_lmms.data.checkpoints import MODEL_CLASSES, resolve_pretrained  # noqa: E402
 from freres_lmms.data.synthetic import QTYPES, SPLIT_SEEDS  # noqa: E402
 from freres_lmms.data.training import SyntheticBatches  # noqa: E402
-from freres_lmms.models import ADAPTERS  # noqa: E402
+from freres_lmms.models import ADAPTERS, family_of  # noqa: E402
 
 
 @torch.no_grad()
 def check(checkpoint: str, samples: int, device: torch.device, chunk: int = 35) -> dict:
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoProcessor
 
     path = resolve_pretrained(checkpoint)
-    family = next(f for f, a in ADAPTERS.items() if a.model_type == AutoConfig.from_pretrained(path).model_type)
+    family = family_of(path)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = MODEL_CLASSES[family].from_pretrained(path, dtype=dtype).to(device).eval()
     processor = AutoProcessor.from_pretrained(path)

@@ -39,17 +39,13 @@ class CaptureFeatures(Method):
 
 def encode(video_path: str, model: str, frames: int, frame_encoding: str, device: str | None) -> torch.Tensor:
     """Latent frames [T, H, W, D] of ``video_path`` as the checkpoint's vision tower produces them."""
-    from transformers import AutoConfig
-
     from freres_lmms.data.checkpoints import resolve_pretrained
     from freres_lmms.data.video import load_video
     from freres_lmms.lmms.families import FAMILY_CLASSES
-    from freres_lmms.models import ADAPTERS
+    from freres_lmms.models import family_of
 
     path = resolve_pretrained(model)
-    model_type = AutoConfig.from_pretrained(path).model_type
-    family = next(f for f, adapter in ADAPTERS.items() if adapter.model_type == model_type)
-    wrapper = FAMILY_CLASSES[family](pretrained=path, device=device, frame_encoding=frame_encoding, max_num_frames=frames)
+    wrapper = FAMILY_CLASSES[family_of(path)](pretrained=path, device=device, frame_encoding=frame_encoding, max_num_frames=frames)
     video = load_video(video_path, frames)
     if frame_encoding == "per_frame":
         video = video.per_frame()

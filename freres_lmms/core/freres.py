@@ -231,7 +231,7 @@ class FreResMethod(Method):
         t, h, w = video.grid
         plan = self.plan(t, h, w)
         device = video.features.device
-        hw, d = h * w, video.features.shape[-1]
+        hw = h * w
         layers = [video.features, *video.deepstack]  # every op is linear, so DeepStack rows follow
         flats = [x.reshape(t, hw, -1) for x in layers]
         # float64: a floor of a mean must not fall one short through rounding
