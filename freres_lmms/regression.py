@@ -34,7 +34,8 @@ TOLERANCE = 10.0  # accuracy points per question type (two answers of 20)
 def runs(methods=None, budgets=BUDGETS) -> list[tuple[str, dict]]:
     """(method, knobs) of every check: ``full``, then each other method at each budget."""
     names = sorted(methods or METHODS)
-    return [("full", {})] * ("full" in names) + [(m, {"budget": b}) for m in names if m != "full" for b in budgets]
+    full = [("full", {})] if "full" in names else []
+    return full + [(m, {"budget": b}) for m in names if m != "full" for b in budgets]
 
 
 def key(checkpoint: str, method: str, knobs: dict) -> str:

@@ -99,7 +99,9 @@ def temporal_layout(t: int, h: int, w: int, groups: int, k: int, pool: int, devi
 
     ``weights``/``cell_of``: the pooling cells; ``group``: each frame's group; ``basis`` [G, K, T]:
     each group's DCT rows placed on its frames; ``group_mean`` [G, T] and ``cell_mean`` [C, HW]:
-    the float64 averages behind region positions; ``grid_idx`` [3, T, HW]: grid coordinates."""
+    the float64 averages behind region positions; ``grid_idx`` [3, T, HW]: grid coordinates, and
+    their region means (``region_idx`` [3, G, C], ``summary_idx`` [3, G], ``frame_idx`` [3, T, C]),
+    from which the slots of synthesized tokens come."""
     weights, cell_of = cell_weights(h, w, pool, device)
     group, lengths = group_layout(t, groups, device)
     frame = torch.arange(t, device=device)
@@ -109,10 +111,12 @@ def temporal_layout(t: int, h: int, w: int, groups: int, k: int, pool: int, devi
     membership = members.sum(1)  # [G, T]
     grid_idx = torch.stack(torch.meshgrid(frame, torch.arange(h, device=device), torch.arange(w, device=device),
                                           indexing="ij")).reshape(3, t, h * w).double()
+    group_mean, cell_mean = (membership / membership.sum(1, keepdim=True)).double(), weights.double()
+    frame_idx = grid_idx @ cell_mean.T  # [3, T, C]
     return {"weights": weights, "cell_of": cell_of, "group": group,
             "basis": grouped_dct_basis(lengths, k, device) @ members,
-            "group_mean": (membership / membership.sum(1, keepdim=True)).double(),
-            "cell_mean": weights.double(), "grid_idx": grid_idx}
+            "group_mean": group_mean, "cell_mean": cell_mean, "grid_idx": grid_idx, "frame_idx": frame_idx,
+            "region_idx": group_mean @ frame_idx, "summary_idx": (group_mean @ grid_idx.mean(2).unsqueeze(-1))[..., 0]}
 
 
 @dataclass
@@ -242,7 +246,8 @@ class FreResMethod(Method):
             fusion.check(video.features.shape[-1])
             fusion.to(device=device, dtype=video.features.dtype)
 
-        anchor_frames = evenly_spaced(plan["anchors"], t, device) if plan["anchors"] else evenly_spaced(min(self.anchors, t), t, device)
+        # temporal_only still takes the anchors' frames as I-frames and for the statics
+        anchor_frames = evenly_spaced(plan["anchors"] or min(self.anchors, t), t, device)
         anchor_grid = flats[0].index_select(0, anchor_frames)  # [A, HW, D]: anchor energy and statics
         if plan["anchors"]:  # launched before the temporal branch's one host sync, so they overlap it
             energy = torch.linalg.vector_norm(anchor_grid, dim=-1, dtype=torch.float32)
@@ -310,15 +315,11 @@ class FreResMethod(Method):
         keep &= energy > 0
         g_idx, k_idx, c_idx = keep.nonzero(as_tuple=True)
         # positions and slots: floor of the mean over each region (group frames x cell)
-        group_mean, cell_mean, grid_idx = layout["group_mean"], layout["cell_mean"], layout["grid_idx"]
-
-        def region_mean(values):  # [3, T, HW] -> ([3, G, C] per group and cell, [3, G] per group)
-            per_cell = group_mean @ (values @ cell_mean.T)  # [3, G, C]
-            return per_cell, group_mean @ values.mean(2).unsqueeze(-1)
-
-        region_pos, summary_pos = region_mean(grid_pos)
-        region_idx, summary_idx = region_mean(grid_idx)
-        summary_pos, summary_idx = summary_pos[..., 0], summary_idx[..., 0]  # [3, G]
+        group_mean, cell_mean = layout["group_mean"], layout["cell_mean"]
+        frame_pos = grid_pos @ cell_mean.T  # [3, T, C]: each frame's cell centres
+        region_pos = group_mean @ frame_pos  # [3, G, C]
+        summary_pos = (group_mean @ grid_pos.mean(2).unsqueeze(-1))[..., 0]  # [3, G]
+        region_idx, summary_idx = layout["region_idx"], layout["summary_idx"]
 
         def slot_of(idx):  # flat grid index of (t, h, w) grid coordinates
             idx = idx.floor().long()
@@ -329,9 +330,8 @@ class FreResMethod(Method):
             retained = [c * keep[..., None] for c in coeffs]
             p_frames = (~is_i).nonzero().flatten()
             rebuilt = [torch.einsum("gkt,gkcd->tcd", layout["basis"], c)[p_frames].flatten(0, 1) for c in retained]
-            frame_pos = (grid_pos @ cell_mean.T)[:, p_frames].flatten(1)  # [3, P*C]: each frame's cell centre
-            frame_idx = (grid_idx @ cell_mean.T)[:, p_frames].flatten(1)
-            parts.append((rebuilt, frame_pos.floor().long(), slot_of(frame_idx), "dynamic"))
+            parts.append((rebuilt, frame_pos[:, p_frames].flatten(1).floor().long(),
+                          slot_of(layout["frame_idx"][:, p_frames].flatten(1)), "dynamic"))
             count = int(p_frames.numel()) * weights.shape[0]
         else:
             dynamic = [c[g_idx, k_idx, c_idx] for c in coeffs]
@@ -357,7 +357,7 @@ class FreResMethod(Method):
         coeffs, keep = temporal["coeffs"], temporal["keep"]  # [G, K, C, D], [G, K, C]
         group = temporal["group"][anchor_frames]  # [A]
         n_anchor, per_anchor = tokens.shape
-        k, cells = keep.shape[1:]
+        cells = keep.shape[2]
         dtype = rows[0].dtype  # bf16 products on the GPU (fp32 accumulation), fp32 on the CPU
         query = rows[0].view(n_anchor, per_anchor, -1)
         keys = [c[group].flatten(1, 2).to(dtype) for c in coeffs]  # [A, K*C, D]
