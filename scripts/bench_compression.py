@@ -25,14 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from freres_lmms.core import FreResMethod, UniformMethod, VideoTokens  # noqa: E402
+from freres_lmms.presets import method_preset  # noqa: E402
 
-# The paper's instantiations: compact (Figure 2: 8 anchors x 512, 8 groups) and the dense
-# 30-FPS minute (Table 3), whose anchor and group counts the paper does not give: 60 anchors
-# (one every 30 frames) and 60 groups under its 46,080-token budget.
+# The paper's instantiations (conf/method presets): compact (Figure 2: 8 anchors x 512, 8 groups)
+# and the dense 30-FPS minute of Table 3 (1800 latent frames -> 46,080 tokens).
 CASES = {
-    "compact": {"frames": 16, "methods": {"freres": FreResMethod(), "uniform": UniformMethod(stride=2)}},
-    "dense": {"frames": 1800, "methods": {"freres": FreResMethod(anchors=60, groups=60, budget=46080),
-                                          "uniform": UniformMethod(budget=46080)}},
+    "compact": {"frames": 16, "methods": {"freres": method_preset("freres"), "uniform": UniformMethod(stride=2)}},
+    "dense": {"frames": 1800, "methods": {"freres": method_preset("freres_dense"), "uniform": UniformMethod(budget=46080)}},
 }
 
 

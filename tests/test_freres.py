@@ -8,7 +8,8 @@ import scipy.fft
 import torch
 
 from freres_lmms.core import METHODS, CompressionError, FreResMethod, VideoTokens, build_method, region_position
-from freres_lmms.core.freres import cell_weights, evenly_spaced, group_layout
+from freres_lmms.core.freres import cell_weights, evenly_spaced, group_layout, window_layout
+from freres_lmms.presets import method_preset
 
 
 def smooth_video(t=16, h=24, w=24, d=32, seed=0, deepstack=0, cut=None):
@@ -257,3 +258,81 @@ def test_idct_reconstruction_rebuilds_pooled_residuals():
     start = method.last_counts["anchors"]
     torch.testing.assert_close(out.features[start:start + len(expected)], expected, rtol=1e-4, atol=1e-5)
     assert out.num_tokens == start + len(expected) + 3  # anchors, rebuilt residuals, summaries
+
+
+# -- the paper's instantiations (freres_lmms/conf/method/freres*.yaml) ------------------------------
+TABLE5 = [(2, 1, 8, 190), (2, 3, 8, 317), (4, 2, 8, 184), (2, 5, 8, 491), (2, 3, 6, 238), (2, 3, 10, 396)]
+
+
+def test_window_layout_one_group_per_anchor():
+    starts, lengths, own = window_layout(16, 8, 4)
+    assert starts.tolist() == [0, 2, 4, 6, 9, 11, 12, 12]  # homes 0 2 4 6 9 11 13 15, the last two shifted left
+    assert lengths.tolist() == [4] * 8
+    assert own.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 4, 5, 5, 6, 6, 7]
+
+
+def test_window_groups_take_the_dct_of_residuals_against_the_window_start():
+    video = smooth_video(seed=3)
+    method = FreResMethod(anchors=8, group_span=2, coefficients=3, statics=0, energy_floor=0.0, mode="temporal_only")
+    out = method(video)
+    weights, _ = cell_weights(24, 24, 4)
+    pooled = torch.einsum("ch,thd->tcd", weights, video.features.reshape(16, 576, -1)).numpy()
+    start = 9  # window 4: frames 9..12, no event in a smooth clip
+    residual = pooled[start:start + 4] - pooled[start]
+    expected = scipy.fft.dct(residual, type=2, norm="ortho", axis=0)[:3]  # [K, C, D]
+    dynamic = out.features[: method.last_counts["dynamic"]].reshape(8, 3, 16, -1)  # (group, k, cell) order
+    np.testing.assert_allclose(dynamic[4].numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("g,k,a,paper", TABLE5)
+def test_table5_rows_follow_the_rule(g, k, a, paper):
+    method = method_preset(f"freres_table5_g{g}_k{k}_a{a}")
+    method(smooth_video())
+    counts, plan = method.last_counts, method.last_counts["plan"]
+    span = round(g * 16 / a)
+    assert (plan["groups"], plan["span"], plan["coefficients"], plan["statics"]) == (a, span, min(k, span), 3 * a)
+    assert counts["anchors"] == a * 512
+    temporal = counts["total"] - counts["anchors"]
+    assert temporal == counts["dynamic"] + a + 3 * a <= a * min(k, span) * 16 + 4 * a
+
+
+def test_table5_counts_keep_the_papers_order():
+    """More coefficients (190 < 317 < 491) and more anchors (238 < 317 < 396) give more tokens, as
+    in the paper. Its 190 for K=1 exceeds the rule's bound (8*1*16 + 8 + 24 = 160), so 184 < 190 for
+    (g=4, K=2) cannot be asserted in any reading that keeps the bound; see the README."""
+    temporal = {}
+    for g, k, a, _ in TABLE5:
+        method = method_preset(f"freres_table5_g{g}_k{k}_a{a}")
+        method(smooth_video())
+        temporal[g, k, a] = method.last_counts["total"] - method.last_counts["anchors"]
+    assert temporal[2, 1, 8] < temporal[2, 3, 8] < temporal[2, 5, 8]
+    assert temporal[2, 3, 6] < temporal[2, 3, 8] < temporal[2, 3, 10]
+
+
+def test_compact_preset_is_8_x_512_plus_at_most_416():
+    method = method_preset("freres")
+    method(smooth_video())
+    counts = method.last_counts
+    assert counts["anchors"] == 4096 and counts["summaries"] == 8 and counts["statics"] == 24
+    assert counts["total"] <= 4096 + 8 * 3 * 16 + 8 + 24
+
+
+def test_dense_preset_lands_at_46080_tokens():
+    """Table 3: 1800 latent frames of 24x24 (1,036,800 tokens) -> 46,080 (46,102 with 22 text tokens)."""
+    g = torch.Generator().manual_seed(0)
+    t, h, w = 1800, 24, 24
+    features = torch.randn(1, h, w, 4, generator=g) + 0.2 * torch.randn(t, h, w, 4, generator=g)
+    ti, hi, wi = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    video = VideoTokens(features, torch.stack([ti, hi, wi]))
+    assert video.num_tokens == 1_036_800
+    method = method_preset("freres_dense")
+    out = method(video)
+    assert out.num_tokens == 46_080
+    counts = method.last_counts
+    assert (counts["anchors"], counts["dynamic"], counts["summaries"], counts["statics"]) == (45_056, 896, 8, 120)
+    assert counts["plan"]["coefficients"] == 7
+
+
+def test_idct_reconstruction_refuses_overlapping_windows():
+    with pytest.raises(CompressionError, match="group_span"):
+        FreResMethod(group_span=2, mode="idct_reconstruction")

@@ -10,7 +10,9 @@ Two branches over one video's token grid ``features [T, H, W, D]``:
    against its nearest preceding I-frame (zero on I-frames). Residuals are average-pooled onto an
    ``pool x pool`` grid of cells, the clip is split into ``groups`` contiguous temporal groups,
    and the orthonormal type-II DCT along time of each group's residual trajectory keeps its
-   first ``K`` coefficients: ``groups * K * pool**2`` candidate P-tokens. Candidates whose energy
+   first ``K`` coefficients (with ``group_span=g`` instead one group per anchor: a window of
+   ``g`` anchor intervals whose residuals are taken against its first frame, our reading of
+   the paper's Table 5): ``groups * K * pool**2`` candidate P-tokens. Candidates whose energy
    (L2 norm) is below ``energy_floor`` times the largest are near-zero and dropped. Each group
    also emits a **summary** (the mean of its retained coefficients), and the clip ``statics``
    **static background** tokens: the grid positions that change least between consecutive
@@ -93,27 +95,47 @@ def grouped_dct_basis(lengths: torch.Tensor, k: int, device=None) -> torch.Tenso
     return out
 
 
+def window_layout(t: int, groups: int, span: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One temporal group per anchor: a window of ``span`` frames from each of ``groups`` evenly
+    spaced home frames (shifted left at the clip's end so every window has ``span`` frames;
+    windows overlap when ``span`` exceeds the anchor interval). Returns each window's first frame
+    [G], each window's length [G], and each frame's own group [T] (the last home at or before it)."""
+    homes = evenly_spaced(groups, t, device)
+    starts = homes.clamp(max=t - span)
+    frame_group = torch.searchsorted(homes, torch.arange(t, device=device), right=True) - 1
+    return starts, torch.full((groups,), span, device=device), frame_group
+
+
 @lru_cache(maxsize=32)
-def temporal_layout(t: int, h: int, w: int, groups: int, k: int, pool: int, device: torch.device) -> dict:
+def temporal_layout(t: int, h: int, w: int, groups: int, k: int, pool: int, device: torch.device, span: int | None = None) -> dict:
     """Everything of the temporal branch that depends only on the shapes, built once per shape.
 
-    ``weights``/``cell_of``: the pooling cells; ``group``: each frame's group; ``basis`` [G, K, T]:
+    Groups are ``groups`` contiguous parts of the clip, or with ``span`` one window of ``span``
+    frames per anchor (``window_layout``).
+    ``weights``/``cell_of``: the pooling cells; ``group``: each frame's (own) group; ``basis`` [G, K, T]:
     each group's DCT rows placed on its frames; ``group_mean`` [G, T] and ``cell_mean`` [C, HW]:
     the float64 averages behind region positions; ``grid_idx`` [3, T, HW]: grid coordinates, and
     their region means (``region_idx`` [3, G, C], ``summary_idx`` [3, G], ``frame_idx`` [3, T, C]),
     from which the slots of synthesized tokens come."""
     weights, cell_of = cell_weights(h, w, pool, device)
-    group, lengths = group_layout(t, groups, device)
     frame = torch.arange(t, device=device)
-    starts = torch.cumsum(lengths, 0) - lengths
-    members = torch.zeros(groups, int(lengths.max()), t, device=device)
-    members[group, frame - starts[group], frame] = 1.0  # [G, Lmax, T]
+    if span is None:
+        group, lengths = group_layout(t, groups, device)
+        starts = torch.cumsum(lengths, 0) - lengths
+        members = torch.zeros(groups, int(lengths.max()), t, device=device)
+        members[group, frame - starts[group], frame] = 1.0  # [G, Lmax, T]
+    else:
+        starts, lengths, group = window_layout(t, groups, span, device)
+        step = torch.arange(span, device=device)
+        members = torch.zeros(groups, span, t, device=device)
+        members[torch.arange(groups, device=device)[:, None], step, starts[:, None] + step] = 1.0
     membership = members.sum(1)  # [G, T]
     grid_idx = torch.stack(torch.meshgrid(frame, torch.arange(h, device=device), torch.arange(w, device=device),
                                           indexing="ij")).reshape(3, t, h * w).double()
     group_mean, cell_mean = (membership / membership.sum(1, keepdim=True)).double(), weights.double()
     frame_idx = grid_idx @ cell_mean.T  # [3, T, C]
-    return {"weights": weights, "cell_of": cell_of, "group": group,
+    windows = {} if span is None else {"window_frames": starts[:, None] + step, "window_basis": dct_basis(span, device)[:k]}
+    return {**windows, "weights": weights, "cell_of": cell_of, "group": group,
             "basis": grouped_dct_basis(lengths, k, device) @ members,
             "group_mean": group_mean, "cell_mean": cell_mean, "grid_idx": grid_idx, "frame_idx": frame_idx,
             "region_idx": group_mean @ frame_idx, "summary_idx": (group_mean @ grid_idx.mean(2).unsqueeze(-1))[..., 0]}
@@ -133,6 +155,11 @@ class FreResMethod(Method):
         Block size of the anchor pruning.
     groups : int
         Temporal groups ``G`` (contiguous; capped at the number of frames).
+    group_span : int or None
+        The grouping scale ``g`` of the paper's Table 5, in our reading: one temporal group per
+        anchor (``G = A``, ``groups`` is then unused), each a window of ``round(g * T / A)``
+        frames from its anchor, i.e. ``g`` anchor intervals (windows overlap for ``g > 1``).
+        None: ``groups`` contiguous groups.
     coefficients : int
         ``K`` without a budget (capped at the shortest group's length).
     max_coefficients : int
@@ -160,6 +187,7 @@ class FreResMethod(Method):
     tokens_per_anchor: int | None = None
     block: int = 3
     groups: int = 8
+    group_span: int | None = None
     coefficients: int = 3
     max_coefficients: int = 8
     pool: int = 4
@@ -179,10 +207,15 @@ class FreResMethod(Method):
                 raise CompressionError(f"freres: {knob} must be a positive int, got {value!r}")
         if self.tokens_per_anchor is not None and (not isinstance(self.tokens_per_anchor, int) or self.tokens_per_anchor < 1):
             raise CompressionError(f"freres: tokens_per_anchor must be a positive int, got {self.tokens_per_anchor!r}")
+        if self.group_span is not None and (isinstance(self.group_span, bool) or not isinstance(self.group_span, int) or self.group_span < 1):
+            raise CompressionError(f"freres: group_span must be a positive int or None, got {self.group_span!r}")
         if not isinstance(self.statics, int) or self.statics < 0:
             raise CompressionError(f"freres: statics must be a non-negative int, got {self.statics!r}")
         if self.mode not in MODES:
             raise CompressionError(f"freres: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "idct_reconstruction" and self.group_span is not None:
+            raise CompressionError("freres: idct_reconstruction rebuilds each P-frame once, which overlapping "
+                                   "group_span windows do not define; use groups instead")
         if not 0.0 <= float(self.energy_floor) < 1.0:
             raise CompressionError(f"freres: energy_floor must lie in [0, 1), got {self.energy_floor}")
         if self.adapter is not None:
@@ -201,10 +234,16 @@ class FreResMethod(Method):
             per_anchor = h * w - math.ceil(h / self.block) * math.ceil(w / self.block) if h * w > 1 else 1
         if per_anchor > h * w:
             raise CompressionError(f"freres: tokens_per_anchor {per_anchor} exceeds the {h}x{w} grid")
-        groups = min(self.groups, t) if temporal_on else 0
         statics = min(self.statics, h * w) if temporal_on else 0
         cells = self.pool * self.pool
-        shortest = t // groups if groups else 0
+        span = None
+        if self.group_span is None:
+            groups = min(self.groups, t) if temporal_on else 0
+            shortest = t // groups if groups else 0
+        else:  # one window per (configured) anchor frame, g anchor intervals long
+            groups = min(self.anchors, t) if temporal_on else 0
+            span = min(t, max(1, round(self.group_span * t / max(groups, 1))))
+            shortest = span if groups else 0
         k = min(self.coefficients, shortest)
         budget = self.budget
         dynamic_cap = t * cells if self.mode == "idct_reconstruction" else groups * k * cells
@@ -228,7 +267,7 @@ class FreResMethod(Method):
                 raise CompressionError(f"freres: idct_reconstruction needs up to {t * cells} residual tokens, "
                                        f"budget {budget} leaves {spare}")
         return {"anchors": anchors, "tokens_per_anchor": per_anchor, "groups": groups, "coefficients": k,
-                "cells": cells, "statics": statics}
+                "cells": cells, "statics": statics, "span": span}
 
     # -- the method -------------------------------------------------------------------------------
     def compress(self, video: VideoTokens) -> CompressedVideo:
@@ -258,7 +297,7 @@ class FreResMethod(Method):
             flat_index = (anchor_frames[:, None] * hw + token_of).flatten()
             rows = [f.reshape(t * hw, -1).index_select(0, flat_index) for f in flats]  # one gather per layer
         if plan["groups"]:
-            layout = temporal_layout(t, h, w, plan["groups"], plan["coefficients"], self.pool, device)
+            layout = temporal_layout(t, h, w, plan["groups"], plan["coefficients"], self.pool, device, plan["span"])
             temporal = self._temporal(flats, anchor_frames, anchor_grid, plan, grid_pos, layout, h, w)
         if plan["anchors"]:
             if self.mode == "absorber" and plan["groups"]:
@@ -291,15 +330,22 @@ class FreResMethod(Method):
         dots = torch.bmm(base[1:, None, :], base[:-1, :, None]).flatten().float()
         cosine = dots / (norms[1:] * norms[:-1]).clamp_min(1e-12)
         is_i = torch.zeros(t, dtype=torch.bool, device=device)
-        is_i[anchor_frames] = True
+        if "window_frames" not in layout:  # anchor windows have their own I-frame: their first frame
+            is_i[anchor_frames] = True
         is_i[0] = True
         is_i[1:] |= (1 - cosine) > self.tau
         frame = torch.arange(t, device=device)
         reference = torch.cummax(torch.where(is_i, frame, 0), 0).values
         pooled = [p.float() for p in pooled]
-        residuals = [p - p.index_select(0, reference) for p in pooled]  # [T, C, D], zero on I-frames
-        # per-group DCT along time: one contraction with the [G, K, T] basis
-        coeffs = [torch.einsum("gkt,tcd->gkcd", layout["basis"], r) for r in residuals]  # [G, K, C, D]
+        if "window_frames" in layout:
+            # one GoP per anchor window: residuals against the window's first frame, or a later event
+            frames = layout["window_frames"]  # [G, W]
+            ref = torch.maximum(reference[frames], frames[:, :1])
+            coeffs = [torch.einsum("kw,gwcd->gkcd", layout["window_basis"], p[frames] - p[ref]) for p in pooled]
+        else:
+            residuals = [p - p.index_select(0, reference) for p in pooled]  # [T, C, D], zero on I-frames
+            # per-group DCT along time: one contraction with the [G, K, T] basis
+            coeffs = [torch.einsum("gkt,tcd->gkcd", layout["basis"], r) for r in residuals]  # [G, K, C, D]
         if plan["statics"]:  # before the host sync below, so these launches overlap the pooling
             change = torch.linalg.vector_norm(anchor_grid[1:] - anchor_grid[:-1], dim=-1, dtype=torch.float32).sum(0) \
                 if len(anchor_frames) > 1 else torch.zeros(hw, device=device)
