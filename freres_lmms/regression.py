@@ -45,7 +45,7 @@ def key(checkpoint: str, method: str, knobs: dict) -> str:
 def measure(checkpoint: str, method: str | Method, knobs: dict | None = None, limit: int = LIMIT) -> dict:
     """One check's numbers, on the CPU (the baseline's device): see ``synthetic_eval.evaluate``."""
     row = evaluate(checkpoint, method, knobs, limit, device="cpu")
-    return {k: row[k] for k in (*QTYPES, "all", "visual_tokens", "errors", "note") if k in row}
+    return {k: row[k] for k in (*QTYPES, "all", "visual_tokens", "kv_visual_tokens", "errors", "note") if k in row}
 
 
 def compare(measured: dict, baseline: dict, tolerance: float = TOLERANCE) -> list[str]:
@@ -56,8 +56,9 @@ def compare(measured: dict, baseline: dict, tolerance: float = TOLERANCE) -> lis
             problems.append(f"{name}: not in the baseline (run with --update to add it)")
             continue
         ref = baseline[name]
-        if row.get("visual_tokens") != ref.get("visual_tokens"):
-            problems.append(f"{name}: visual tokens {row.get('visual_tokens')} != baseline {ref.get('visual_tokens')}")
+        for count in ("visual_tokens", "kv_visual_tokens"):
+            if row.get(count) != ref.get(count):
+                problems.append(f"{name}: {count.replace('_', ' ')} {row.get(count)} != baseline {ref.get(count)}")
         if row.get("errors") != ref.get("errors"):
             problems.append(f"{name}: {row.get('errors')} failed samples, baseline {ref.get('errors')} ({row.get('note')})")
         for q in (*QTYPES, "all"):

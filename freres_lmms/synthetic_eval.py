@@ -42,11 +42,14 @@ def evaluate(checkpoint: str, method: str | Method, knobs: dict | None = None, l
     errors = [r["error"] for r in records if r.get("error")]
     kept = [r["visual_tokens_after"] for r in records if r.get("visual_tokens_after") is not None]
     before = [r["visual_tokens_before"] for r in records if r.get("visual_tokens_before") is not None]
+    kv = [r["kv_visual_tokens"] for r in records if r.get("kv_visual_tokens") is not None]  # methods acting in the KV cache
     row = {"checkpoint": Path(checkpoint).name, "method": method.name if planted else method,
            "budget": knobs.get("budget", 1.0),
            "visual_tokens": round(sum(kept) / len(kept), 1) if kept else None,
            "of": round(sum(before) / len(before), 1) if before else None, "samples": len(records),
            "errors": len(errors)}
+    if kv:
+        row["kv_visual_tokens"] = round(sum(kv) / len(kv), 1)
     if len(errors) == len(records):
         row["note"] = f"every sample failed: {errors[0]}"
         return row

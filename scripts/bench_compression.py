@@ -1,6 +1,6 @@
 """Time compression methods alone on the GPU: features already on the device, bf16, CUDA events.
 
-    python scripts/bench_compression.py                      # compact (16 latent frames) and dense (1800)
+    python scripts/bench_compression.py                      # every case below
     python scripts/bench_compression.py --cases compact --dim 1024 --out results/bench.json
 
 Each case builds latent frames of 24x24 tokens (smoothly drifting, so the temporal branch has
@@ -8,7 +8,11 @@ residuals to keep) and times each method's ``compress`` with CUDA events: warm-u
 median of ``--repeats``. In the same process it times a device-to-device copy of the features (one
 read and one write of the input: the memory floor of any method that reads everything) and gives
 each method's time as a ratio to it. Peak extra memory is what the method allocates beyond the
-input. Prints a table and writes JSON with the GPU's name.
+input. ``D = 4096`` and the LLM-side shapes are Qwen3-VL-8B's (36 layers, 32 query and 8 KV heads
+of 128): methods that act inside the LLM are timed on their per-step work, DyCoke's decode-time
+selection (one attention row at layer L-1 plus the top-k, per generated token) and AdaReTaKe's
+per-chunk scoring of all 36 layers plus its layer allocation and top-k. Prints a table and
+writes JSON with the GPU's name.
 """
 
 from __future__ import annotations
@@ -24,15 +28,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from freres_lmms.core import FreResMethod, UniformMethod, VideoTokens  # noqa: E402
-from freres_lmms.presets import method_preset  # noqa: E402
+from gpu import cuda_or_exit
+
+from freres_lmms.core import FreResMethod, UniformMethod, VideoTokens, build_method
+from freres_lmms.core.adaretake import chunk_scores
+from freres_lmms.core.dycoke import DecodeSelection, decode_attention_row
+from freres_lmms.presets import method_preset
 
 # The paper's instantiations (conf/method presets): compact (Figure 2: 8 anchors x 512, 8 groups)
-# and the dense 30-FPS minute of Table 3 (1800 latent frames -> 46,080 tokens).
+# and the dense 30-FPS minute of Table 3 (1800 latent frames -> 46,080 tokens); the baselines at
+# their official defaults (64 frames) and near Table 3's budgets (1800 frames).
 CASES = {
-    "compact": {"frames": 16, "methods": {"freres": method_preset("freres"), "uniform": UniformMethod(stride=2)}},
-    "dense": {"frames": 1800, "methods": {"freres": method_preset("freres_dense"), "uniform": UniformMethod(budget=46080)}},
+    "compact": {"frames": 16, "methods": lambda: {"freres": method_preset("freres"), "uniform": UniformMethod(stride=2)}},
+    "long": {"frames": 64, "methods": lambda: {
+        "uniform": UniformMethod(budget=0.25), "fourier": build_method("fourier"), "cdpruner": build_method("cdpruner"),
+        "dycoke": build_method("dycoke"), "adaretake": build_method("adaretake"),
+        "freres": method_preset("freres", anchors=16, groups=16)}},
+    "dense": {"frames": 1800, "methods": lambda: {
+        "freres": method_preset("freres_dense"), "uniform": UniformMethod(budget=46080),
+        "fourier": build_method("fourier", rho=1 / 3), "cdpruner": build_method("cdpruner", budget=46080),
+        "dycoke": build_method("dycoke"), "adaretake": build_method("adaretake")}},
 }
+LLM = {"layers": 36, "heads": 32, "kv_heads": 8, "head_dim": 128}  # Qwen3-VL-8B
 
 
 def drifting_features(frames: int, side: int, dim: int, device, chunk: int = 200) -> torch.Tensor:
@@ -88,6 +105,46 @@ def check_against_cpu(device) -> dict:
             "relative_error": error}
 
 
+def _counts(method) -> dict:
+    counts = getattr(method, "last_counts", {}) or {}
+    return {k: v for k, v in counts.items() if isinstance(v, (int, float, str)) and k != "plan"}
+
+
+def llm_side(case: str, video: VideoTokens, warmup: int, repeats: int) -> list[dict]:
+    """Per-step work of the methods that act inside the LLM, at Qwen3-VL-8B's shapes."""
+    device = video.features.device
+    rows = []
+    dycoke = build_method("dycoke")
+    kept = dycoke.select(video).numel()  # the prefill DyCoke leaves: the keys each decode step sees
+    g = torch.Generator(device=device).manual_seed(1)
+    keys = kept + 64
+    q = torch.randn(1, LLM["heads"], 1, LLM["head_dim"], device=device, dtype=torch.bfloat16, generator=g)
+    k = torch.randn(1, LLM["kv_heads"], keys, LLM["head_dim"], device=device, dtype=torch.bfloat16, generator=g)
+    visual = torch.zeros(1, keys, dtype=torch.bool, device=device)
+    visual[:, 32:32 + kept] = True
+    selection = DecodeSelection(visual, dycoke.prune_ratio)
+    step = lambda: selection.step(decode_attention_row(q, k, None, LLM["head_dim"] ** -0.5))
+    ms, peak = time_it(step, warmup, repeats)
+    rows.append({"case": case, "method": "dycoke_decode_step", "frames": video.grid[0], "keys": keys, "ms": round(ms, 3),
+                 "peak_extra_gb": round(peak / 1e9, 3), "what": "attention row at layer L-1 + top-k, per generated token"})
+    del k
+    adaretake = build_method("adaretake")
+    plan = adaretake.plan(video.features, text_tokens=64)
+    length = int(plan.lengths[0])
+    q = torch.randn(LLM["layers"], LLM["heads"], 64, LLM["head_dim"], device=device, dtype=torch.bfloat16, generator=g)
+    k = torch.randn(LLM["layers"], LLM["kv_heads"], length, LLM["head_dim"], device=device, dtype=torch.bfloat16, generator=g)
+    scores = torch.stack([chunk_scores(q[i], k[i]) for i in range(LLM["layers"])])
+    chunk = lambda: adaretake.compress_chunk(torch.stack([chunk_scores(q[i], k[i]) for i in range(LLM["layers"])]), plan, 0)
+    ms, peak = time_it(chunk, warmup, repeats)
+    plan_ms, _ = time_it(lambda: adaretake.plan(video.features, text_tokens=64), warmup, repeats)
+    counts = adaretake.compress_chunk(scores, plan, 0)[0]
+    rows.append({"case": case, "method": "adaretake_chunk", "frames": video.grid[0], "chunk_tokens": length,
+                 "chunks": len(plan.lengths), "ms": round(ms, 3), "plan_ms": round(plan_ms, 3),
+                 "peak_extra_gb": round(peak / 1e9, 3), "kept_mean_over_layers": round(float(counts.float().mean()), 1),
+                 "what": "prompt-to-chunk scores of 36 layers + layer allocation + top-k, per chunk; plan once per video"})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -97,19 +154,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_compression.json"))
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit("bench_compression.py times GPU code: no CUDA device here")
-    device = torch.device("cuda")
+    device = cuda_or_exit("bench_compression.py", "times GPU code")
     check = check_against_cpu(device)
     print("GPU vs CPU (fp32, compact, D=256):", check)
     rows = []
     for case in args.cases:
         spec = CASES[case]
         features = drifting_features(spec["frames"], args.side, args.dim, device)
-        video = VideoTokens(features, positions(spec["frames"], args.side, device))
+        question = torch.randn(16, args.dim, device=device, generator=torch.Generator(device=device).manual_seed(2))
+        video = VideoTokens(features, positions(spec["frames"], args.side, device), query=question.to(features.dtype))
         input_bytes = features.numel() * features.element_size()
         copy_ms, _ = time_it(lambda f=features: f.clone(), args.warmup, args.repeats)
-        for name, method in spec["methods"].items():
+        for name, method in spec["methods"]().items():
             out = method(video)
             ms, peak = time_it(lambda m=method, v=video: m(v), args.warmup, args.repeats)
             rows.append({"case": case, "method": name, "frames": spec["frames"], "grid": f"{args.side}x{args.side}",
@@ -117,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
                          "ms": round(ms, 3), "copy_ms": round(copy_ms, 3), "ratio_to_copy": round(ms / copy_ms, 2),
                          "input_gb": round(input_bytes / 1e9, 3), "peak_extra_gb": round(peak / 1e9, 3),
                          "peak_extra_over_input": round(peak / input_bytes, 2),
-                         "counts": {k: v for k, v in getattr(method, "last_counts", {}).items() if k != "plan"}})
+                         "counts": _counts(method)})
+            del out
+        rows += llm_side(case, video, args.warmup, args.repeats)
         del features, video
         torch.cuda.empty_cache()
     info = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__, "dtype": "bfloat16",
@@ -129,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{info['gpu']}, torch {info['torch']}, bf16, D={args.dim}")
     print(f"{'case':8s} {'method':8s} {'tokens in':>10s} {'out':>7s} {'ms':>8s} {'copy ms':>8s} {'x copy':>7s} {'peak/input':>10s}")
     for r in rows:
+        if "input_tokens" not in r:
+            print(f"{r['case']:8s} {r['method']:18s} {r['ms']:8.3f} ms  ({r['what']})")
+            continue
         print(f"{r['case']:8s} {r['method']:8s} {r['input_tokens']:>10d} {r['output_tokens']:>7d} {r['ms']:8.3f} "
               f"{r['copy_ms']:8.3f} {r['ratio_to_copy']:7.2f} {r['peak_extra_over_input']:10.2f}")
 

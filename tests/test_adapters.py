@@ -25,6 +25,16 @@ def prepare(processor, paths, frames=8):
                           video_metadata=[c.metadata() for c in clips], padding=True, return_tensors="pt"))
 
 
+def assert_inputs_and_logits_equal_full(model, adapter, inputs, method) -> None:
+    """``method`` rebuilds exactly the inputs of ``full`` and the model gives the same logits."""
+    full, _ = adapter.compress_inputs(inputs, FullMethod())
+    ours, _ = adapter.compress_inputs(inputs, method)
+    for key in ("input_ids", "attention_mask", "position_ids", "mm_token_type_ids"):
+        assert torch.equal(ours[key], full[key])
+    with torch.no_grad():
+        assert torch.equal(model(**ours).logits, model(**full).logits)
+
+
 @dataclass
 class RandomSubset(SelectionMethod):
     """Keeps a seeded random ``fraction`` of the tokens (test-only selection method)."""

@@ -7,8 +7,20 @@ import pytest
 import scipy.fft
 import torch
 
-from freres_lmms.core import METHODS, CompressionError, FreResMethod, VideoTokens, build_method, region_position
-from freres_lmms.core.freres import cell_weights, evenly_spaced, group_layout, window_layout
+from freres_lmms.core import (
+    METHODS,
+    CompressionError,
+    FreResMethod,
+    VideoTokens,
+    build_method,
+    region_position,
+)
+from freres_lmms.core.freres import (
+    cell_weights,
+    evenly_spaced,
+    group_layout,
+    window_layout,
+)
 from freres_lmms.presets import method_preset
 
 

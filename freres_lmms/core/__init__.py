@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from .base import CompressedVideo, CompressionError, Method, SelectionMethod, VideoTokens, gather_tokens, region_position
+from .adaretake import AdaReTaKeMethod
+from .base import (
+    CompressedVideo,
+    CompressionError,
+    Method,
+    SelectionMethod,
+    VideoTokens,
+    gather_tokens,
+    region_position,
+)
 from .budget import budget_tokens
+from .cdpruner import CDPrunerMethod
+from .dycoke import DyCokeMethod
+from .fourier import FourierMethod
 from .freres import FreResMethod
 from .full import FullMethod
 from .uniform import UniformMethod
 
 #: Registry of method names (model_args ``method=``, Hydra ``method/``) to classes.
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FullMethod, UniformMethod, FreResMethod)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FullMethod, UniformMethod, FreResMethod, DyCokeMethod, CDPrunerMethod, FourierMethod, AdaReTaKeMethod)}
 
 
 def build_method(name: str, **knobs) -> Method:
@@ -24,8 +36,12 @@ def build_method(name: str, **knobs) -> Method:
 
 __all__ = [
     "METHODS",
+    "AdaReTaKeMethod",
+    "CDPrunerMethod",
     "CompressedVideo",
     "CompressionError",
+    "DyCokeMethod",
+    "FourierMethod",
     "FreResMethod",
     "FullMethod",
     "Method",

@@ -50,6 +50,7 @@ class CompressionRecord(TokenCounts):
     visual_tokens_after: int | None = None
     compression_seconds: float | None = None
     generation_seconds: float | None = None
+    kv_visual_tokens: float | None = None
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -256,7 +257,7 @@ class FreresQwenVL(lmms):
         }
         if settings["do_sample"]:
             settings.update(temperature=temperature, top_p=gen.pop("top_p", None) or 1.0)
-        output = self.model.generate(**kwargs, **settings)
+        output = self.adapter.generate(kwargs, settings, self.method, stats)
         new_tokens = output[:, kwargs["input_ids"].shape[1]:]
         share = (time.perf_counter() - started) / len(batch)  # batch wall time, split evenly
         results = []
@@ -274,6 +275,7 @@ class FreresQwenVL(lmms):
                 visual_tokens_after=stat.visual_tokens_after,
                 compression_seconds=stat.compression_seconds,
                 generation_seconds=share,
+                kv_visual_tokens=stat.kv_visual_tokens,
             )
             results.append(GenerationResult(text=text.strip(), token_counts=record))
         return results

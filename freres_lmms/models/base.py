@@ -37,6 +37,8 @@ class CompressionStats:
     visual_tokens_before: int = 0
     visual_tokens_after: int = 0
     compression_seconds: float = 0.0
+    # methods acting inside the LLM (AdaReTaKe): visual KV entries stored, mean over layers
+    kv_visual_tokens: float | None = None
 
 
 class QwenVLAdapter:
@@ -144,6 +146,20 @@ class QwenVLAdapter:
                 inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True
             )
         return kwargs, stats
+
+    def generate(self, kwargs: dict, settings: dict, method: Method, stats: list[CompressionStats] | None = None):
+        """Generate from ``compress_inputs``' kwargs; returns ``generate``'s sequences ``[B, L + new]``.
+
+        A method that also acts inside the LLM (decode-time KV pruning, chunked prefill with KV
+        compression) has an LLM stage in ``models.stages`` under its name; the stage runs the
+        stock model with scoped hooks and may fill ``stats``. Other methods call stock ``generate``.
+        """
+        from .stages import stage_for
+
+        stage = stage_for(method.name)
+        if stage is None:
+            return self.model.generate(**kwargs, **settings)
+        return stage(self, method, kwargs, settings, stats if stats is not None else [CompressionStats() for _ in kwargs["input_ids"]])
 
     def _rebuild(self, inputs, attention_mask, mrope, spans, outputs) -> dict:
         """Shortened, left-padded ``input_ids``/mask/types and ``[4, B, L]`` position ids."""
