@@ -134,9 +134,11 @@ def temporal_layout(t: int, h: int, w: int, groups: int, k: int, pool: int, devi
                                           indexing="ij")).reshape(3, t, h * w).double()
     group_mean, cell_mean = (membership / membership.sum(1, keepdim=True)).double(), weights.double()
     frame_idx = grid_idx @ cell_mean.T  # [3, T, C]
-    windows = {} if span is None else {"window_frames": starts[:, None] + step, "window_basis": dct_basis(span, device)[:k]}
-    return {**windows, "weights": weights, "cell_of": cell_of, "group": group,
-            "basis": grouped_dct_basis(lengths, k, device) @ members,
+    # contiguous groups contract residuals with a frame-indexed basis; windows, whose residuals
+    # depend on the window, with one window-length basis
+    dct = {"basis": grouped_dct_basis(lengths, k, device) @ members} if span is None else \
+        {"window_frames": starts[:, None] + step, "window_basis": dct_basis(span, device)[:k]}
+    return {**dct, "weights": weights, "cell_of": cell_of, "group": group,
             "group_mean": group_mean, "cell_mean": cell_mean, "grid_idx": grid_idx, "frame_idx": frame_idx,
             "region_idx": group_mean @ frame_idx, "summary_idx": (group_mean @ grid_idx.mean(2).unsqueeze(-1))[..., 0]}
 

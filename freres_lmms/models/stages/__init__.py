@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from contextlib import contextmanager
+
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface
 
 #: method name -> module of this package that holds its stage
 STAGE_MODULES = {"dycoke": "dycoke", "adaretake": "adaretake"}
@@ -22,3 +26,22 @@ def stage_for(method_name: str) -> Callable | None:
     if module is None:
         return None
     return importlib.import_module(f"{__name__}.{module}").generate
+
+
+@contextmanager
+def scoped_attention(text_model, name: str, forward: Callable, mask_builder: Callable | None = None):
+    """Register ``forward`` as attention implementation ``name`` and switch ``text_model`` (the
+    LLM only, not the vision tower) to it for the block; its previous implementation comes back on
+    exit, also after an error. ``mask_builder`` (e.g. ``transformers.masking_utils.sdpa_mask``) is
+    the mask the stock model builds for ``forward``; None: it builds none (``forward`` makes its own)."""
+    AttentionInterface.register(name, forward)
+    if mask_builder is not None:
+        AttentionMaskInterface.register(name, mask_builder)
+    previous = text_model.config._attn_implementation
+    try:
+        text_model.set_attn_implementation(name)
+        if text_model.config._attn_implementation != name:
+            raise RuntimeError(f"could not switch {type(text_model).__name__} to attention {name!r}")
+        yield
+    finally:
+        text_model.set_attn_implementation(previous)

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AttentionInterface, DynamicCache
+from transformers import DynamicCache
 from transformers.generation import (
     GenerateDecoderOnlyOutput,
     RepetitionPenaltyLogitsProcessor,
@@ -35,6 +35,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from ...core.adaretake import AdaReTaKeMethod, chunk_scores
 from ...core.base import CompressionError
+from . import scoped_attention
 
 ATTENTION = "freres_adaretake"
 SETTINGS = {"max_new_tokens", "do_sample", "num_beams", "pad_token_id", "eos_token_id", "temperature", "top_p", "top_k",
@@ -93,15 +94,13 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
 
 @contextmanager
 def adaretake_attention(language_model):
-    """Switch ``language_model`` (only) to the AdaReTaKe attention function for the block."""
-    AttentionInterface.register(ATTENTION, _attention)
-    previous = language_model.config._attn_implementation
-    language_model.set_attn_implementation(ATTENTION)
+    """Switch ``language_model`` (only) to the AdaReTaKe attention function for the block. The stock
+    model builds no mask for it: ``_attention`` makes its own, per layer's cache length."""
     try:
-        yield
+        with scoped_attention(language_model, ATTENTION, _attention):
+            yield
     finally:
         _ACTIVE[0] = None
-        language_model.set_attn_implementation(previous)
 
 
 def _slice_starts(seq: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:

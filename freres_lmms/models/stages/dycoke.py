@@ -19,9 +19,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
-from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import sdpa_mask
 
 from ...core.dycoke import (
     DecodeSelection,
@@ -29,6 +28,7 @@ from ...core.dycoke import (
     decode_attention_row,
     prunable_visual,
 )
+from . import scoped_attention
 
 ATTENTION = "freres_dycoke"
 _ACTIVE: ContextVar[DecodeStep | None] = ContextVar("freres_dycoke_step", default=None)
@@ -79,19 +79,13 @@ def dycoke_attention_forward(module, query, key, value, attention_mask, dropout=
 
 @contextmanager
 def dycoke_attention(model, step: DecodeStep):
-    """Run the text model with DyCoke's attention for the duration of the block."""
-    AttentionInterface.register(ATTENTION, dycoke_attention_forward)
-    AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # the mask SDPA gets (bool, or None)
-    text_config = model.config.get_text_config()
-    previous = text_config._attn_implementation
+    """Run the text model with DyCoke's attention for the duration of the block (the stock model
+    builds SDPA's mask for it: bool, or None)."""
     token = _ACTIVE.set(step)
     try:
-        model.set_attn_implementation({"text_config": ATTENTION})
-        if text_config._attn_implementation != ATTENTION:
-            raise RuntimeError(f"dycoke: could not switch {type(model).__name__}'s text model to {ATTENTION}")
-        yield step
+        with scoped_attention(model.model.language_model, ATTENTION, dycoke_attention_forward, sdpa_mask):
+            yield step
     finally:
-        model.set_attn_implementation({"text_config": previous})
         _ACTIVE.reset(token)
 
 
