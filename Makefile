@@ -38,8 +38,8 @@ testbed-table: install ## accuracy per question type, every method at 50/25/10% 
 ci-regression: install ## every method on the trained testbed vs results/regression/baseline.json (ARGS=--update to rewrite it)
 	$(BIN)/python -m freres_lmms regression $(ARGS)
 
-reproduce-table%: install ## regenerate a paper table (not yet: see the tables issue)
-	@echo "make reproduce-table$*: the table scripts are not written yet (tables issue)"; exit 2
+reproduce-table%: install ## regenerate a paper table: make reproduce-table2 [ARGS="model=tiny benchmark=synthetic"] -> results/tables/
+	$(BIN)/python scripts/reproduce_table.py table=$* $(ARGS)
 
 profile: install ## GPU profiling, TTFT and peak VRAM (not yet: see the profiling issue)
 	@echo "make profile: not written yet (profiling issue)"; exit 2

@@ -1,0 +1,143 @@
+"""``scripts/reproduce_table.py table=<id> [overrides] [--force] [--root=DIR]``: regenerate one paper table.
+
+Overrides are Hydra overrides applied to every row (``model=tiny benchmark=synthetic run.limit=14
+run.device=cpu``). Rows run through lmms-eval in Python, one folder per row under
+``outputs/tables/<run>/`` (resumed when its resolved config is unchanged); the table is written
+to ``results/tables/<run>.md`` and ``.csv`` (plus ``.png`` for Figure 3), ``<run>`` being the table
+id and the overrides that change what is measured. The exit status is 1 when a runnable row
+failed; rows that lack weights or data are "not run (needs ...)" and do not fail the table.
+``--force`` recomputes rows whose folders exist; ``--root`` writes results/ and outputs/ under DIR.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import compose, experiment_presets
+from ..tokens import resolve
+from .datacheck import ROOT
+from .flops import flops_row
+from .render import build_frame, to_markdown
+from .runner import ModelCache, RowResult, run_row
+from .spec import TableSpec, table_spec
+
+NAMED_OVERRIDES = ("model", "benchmark", "run.limit")
+
+
+def run_name(spec: TableSpec, overrides: list[str]) -> str:
+    parts = [spec.id]
+    for key in NAMED_OVERRIDES:
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), None)
+        if value:
+            parts.append(f"{key.split('.')[-1]}{value}" if key == "run.limit" else value)
+    return "-".join(parts)
+
+
+def device_name(overrides: list[str]) -> str:
+    import torch
+
+    device = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.device=")), None)
+    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
+        return torch.cuda.get_device_name()
+    return "CPU"
+
+
+def flops_table(overrides: list[str]) -> pd.DataFrame:
+    """Equation S3 for every experiment preset (a pure calculation: no model, no data)."""
+    rows = []
+    for preset in experiment_presets():
+        resolved = resolve(compose([f"experiment={preset}", *overrides]))
+        flops = flops_row(resolved.cfg, resolved.method, resolved.knobs, resolved.counts, resolved.full_tokens)
+        rows.append({"experiment": preset, "model": resolved.cfg.model.name, "method": resolved.method,
+                     "visual tokens": resolved.counts["visual_tokens"], "kind": resolved.counts["kind"],
+                     "full visual tokens": resolved.full_tokens, "text tokens": int(resolved.cfg.input.text_tokens),
+                     "TFLOPs (eq. S3)": flops["tflops"], "full-token TFLOPs": flops["full_tflops"],
+                     "ratio to full": flops["ratio"]})
+    return pd.DataFrame(rows)
+
+
+def plot(spec: TableSpec, frame: pd.DataFrame, path: Path, substituted: str | None) -> None:
+    """Accuracy against visual tokens per backbone: the paper's points and ours (Figure 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    first = next(iter(spec.columns))
+    ours_col = f"{substituted} accuracy (ours)" if substituted else f"{first} (ours)"
+    for backbone, group in frame.groupby("backbone", sort=False):
+        paper = group.dropna(subset=["visual tokens (paper)", f"{first} (paper)"])
+        axis.plot(paper["visual tokens (paper)"], paper[f"{first} (paper)"].astype(float), "o--", label=f"{backbone} (paper)")
+        ours = group.dropna(subset=["visual tokens (ours)", ours_col]) if ours_col in group else group.iloc[0:0]
+        if len(ours):
+            axis.plot(ours["visual tokens (ours)"], ours[ours_col].astype(float), "s-", label=f"{backbone} (ours)")
+        for _, r in paper.iterrows():
+            axis.annotate(str(r["method"]), (r["visual tokens (paper)"], float(r[f"{first} (paper)"])), fontsize=6)
+    axis.set_xlabel("visual tokens")
+    axis.set_ylabel(f"{first}" + (f" (ours: {substituted} accuracy)" if substituted else ""))
+    axis.set_title(spec.title, fontsize=8)
+    axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str]) -> int:
+    table = next((a.split("=", 1)[1] for a in argv if a.startswith("table=")), None)
+    if table is None:
+        print(__doc__)
+        return 2
+    force = "--force" in argv
+    base = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("--root=")), ROOT))  # tests write elsewhere
+    overrides = [a for a in argv if not a.startswith(("table=", "--"))]
+    spec = table_spec(table)
+    name = run_name(spec, overrides)
+    results_dir = base / "results" / "tables"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    substituted = next((o.split("=", 1)[1] for o in overrides if o.startswith("benchmark=")), None)
+    header = [f"# {spec.title}", "",
+              (f"Run `{name}`: `python scripts/reproduce_table.py {' '.join([f'table={spec.id}', *overrides])}` "
+               f"on {device_name(overrides)}, {datetime.date.today().isoformat()}.")]
+    if spec.kind == "flops":
+        frame = flops_table(overrides)
+        header.append("Equation S3 of the unified spatiotemporal supplement for every experiment preset, "
+                      "with the counts of `python -m freres_lmms tokens` (no model). " + spec.note)
+        failed = False
+    else:
+        models = ModelCache()
+        out_root = base / "outputs" / "tables" / name
+        results: list[RowResult] = []
+        for reference in spec.reference_rows().to_dict("records"):
+            result = run_row(spec, reference, overrides, out_root, models, force)
+            print(f"[{spec.id}] {result.row}: {result.status}", flush=True)
+            results.append(result)
+        frame = build_frame(spec, results, substituted)
+        if substituted:
+            header.append(f"Rows ran on the `{substituted}` benchmark instead of the paper's, so the paper's columns "
+                          "are shown for reference only and our columns are that benchmark's accuracies (percent).")
+        else:
+            header.append("Each cell: the paper's number / ours (ours minus the paper's). Paper numbers are "
+                          "the paper's own, transcribed in `freres_lmms/tables/reference/`.")
+        header.append("Visual tokens (ours) are what the resolved preset emits on the row's input "
+                      "(`python -m freres_lmms tokens`). " + spec.note)
+        failed = any(r.status.startswith("failed") for r in results)
+        (results_dir / f"{name}.json").write_text(json.dumps([r.__dict__ for r in results], indent=1, default=str))
+        if spec.plot:
+            plot(spec, frame, results_dir / f"{name}.png", substituted)
+    frame.to_csv(results_dir / f"{name}.csv", index=False)
+    markdown = to_markdown(spec, frame, substituted, header) if spec.kind != "flops" else \
+        "\n".join(header) + "\n\n" + frame.to_markdown(index=False) + "\n"
+    (results_dir / f"{name}.md").write_text(markdown)
+    print(markdown)
+    print(f"written: {results_dir / name}.md, .csv")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
