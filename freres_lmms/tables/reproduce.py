@@ -62,27 +62,35 @@ def flops_table(overrides: list[str]) -> pd.DataFrame:
 
 
 def plot(spec: TableSpec, frame: pd.DataFrame, path: Path, substituted: str | None) -> None:
-    """Accuracy against visual tokens per backbone: the paper's points and ours (Figure 3)."""
+    """Figure 3: accuracy against the share of the full-token row's visual tokens, per backbone;
+    the paper's points on the left, ours on the right (another benchmark when substituted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
     first = next(iter(spec.columns))
-    ours_col = f"{substituted} accuracy (ours)" if substituted else f"{first} (ours)"
-    for backbone, group in frame.groupby("backbone", sort=False):
-        paper = group.dropna(subset=["visual tokens (paper)", f"{first} (paper)"])
-        axis.plot(paper["visual tokens (paper)"], paper[f"{first} (paper)"].astype(float), "o--", label=f"{backbone} (paper)")
-        ours = group.dropna(subset=["visual tokens (ours)", ours_col]) if ours_col in group else group.iloc[0:0]
-        if len(ours):
-            axis.plot(ours["visual tokens (ours)"], ours[ours_col].astype(float), "s-", label=f"{backbone} (ours)")
-        for _, r in paper.iterrows():
-            axis.annotate(str(r["method"]), (r["visual tokens (paper)"], float(r[f"{first} (paper)"])), fontsize=6)
-    axis.set_xlabel("visual tokens")
-    axis.set_ylabel(f"{first}" + (f" (ours: {substituted} accuracy)" if substituted else ""))
-    axis.set_title(spec.title, fontsize=8)
-    axis.legend(fontsize=6)
+    panels = (("paper", "visual tokens (paper)", f"{first} (paper)", f"{first} (paper)"),
+              ("ours", "visual tokens (ours)", f"{substituted} accuracy (ours)" if substituted else f"{first} (ours)",
+               f"{substituted} accuracy (ours)" if substituted else f"{first} (ours)"))
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for axis, (who, tokens, accuracy, ylabel) in zip(axes, panels):
+        for backbone, group in frame.groupby("backbone", sort=False):
+            if accuracy not in group:
+                continue
+            points = group.dropna(subset=[tokens, accuracy])
+            full = points.loc[points["method"] == "full", tokens]
+            if points.empty or full.empty:
+                continue
+            share = points[tokens].astype(float) / float(full.iloc[0])
+            axis.scatter(share, points[accuracy].astype(float), label=backbone)
+            for x, y, method in zip(share, points[accuracy].astype(float), points["method"]):
+                axis.annotate(str(method), (x, y), fontsize=7)
+        axis.set_xlabel("visual tokens / full-token row")
+        axis.set_ylabel(ylabel)
+        axis.set_title(who, fontsize=9)
+        axis.legend(fontsize=7)
+    figure.suptitle(spec.title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -111,7 +119,8 @@ def main(argv: list[str]) -> int:
         failed = False
     else:
         models = ModelCache()
-        out_root = base / "outputs" / "tables" / name
+        # rows live under their presets' table, so Figure 3 reuses Table 2's finished rows
+        out_root = base / "outputs" / "tables" / name.replace(spec.id, spec.preset_folder, 1)
         results: list[RowResult] = []
         for reference in spec.reference_rows().to_dict("records"):
             result = run_row(spec, reference, overrides, out_root, models, force)
