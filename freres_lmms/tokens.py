@@ -58,13 +58,29 @@ PRIMARY_KNOBS: dict[str, Knob] = {
 FLOAT_STEPS = 40
 
 
+def drifting_features(frames: int, height: int, width: int, dim: int, device="cpu", dtype=torch.float32,
+                      generator: torch.Generator | None = None, chunk: int | None = None) -> torch.Tensor:
+    """``[T, H, W, D]`` features that move like a video: a base grid plus a slow drift and small
+    noise, drawn from ``generator`` (default: seeded with 0 on ``device``). Built ``chunk`` frames at
+    a time (default: all at once), so a long clip in a low precision never holds a full-size fp32
+    copy (the 1800-frame benchmarks)."""
+    g = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+    base = torch.randn(height, width, dim, device=device, generator=g)
+    drift = torch.randn(height, width, dim, device=device, generator=g)
+    out = torch.empty(frames, height, width, dim, device=device, dtype=dtype)
+    step = chunk or frames
+    for lo in range(0, frames, step):  # building an input, not the timed code
+        t = torch.arange(lo, min(lo + step, frames), device=device, dtype=torch.float32)
+        phase = torch.sin(3 * t / frames)[:, None, None, None]
+        noise = 0.01 * torch.randn(len(t), height, width, dim, device=device, generator=g)
+        out[lo:lo + len(t)] = (base + 0.3 * phase * drift + noise).to(dtype)
+    return out
+
+
 def probe_video(t: int, h: int, w: int, text_tokens: int = 64, dim: int = PROBE_DIM, seed: int = 0) -> VideoTokens:
-    """A deterministic clip of grid ``(t, h, w)``: base grid + slow drift + noise, and a question."""
+    """A deterministic clip of grid ``(t, h, w)`` (``drifting_features``) and a random question."""
     g = torch.Generator().manual_seed(seed)
-    base = torch.randn(h, w, dim, generator=g)
-    drift = torch.randn(h, w, dim, generator=g)
-    phase = torch.sin(3 * torch.arange(t, dtype=torch.float32) / max(t, 1))[:, None, None, None]
-    features = base + 0.3 * phase * drift + 0.01 * torch.randn(t, h, w, dim, generator=g)
+    features = drifting_features(t, h, w, dim, generator=g)  # the question is drawn after it
     grid = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
     query = torch.randn(max(text_tokens, 1), dim, generator=g)
     return VideoTokens(features, torch.stack(grid), query=query)

@@ -34,6 +34,7 @@ from freres_lmms.core import FreResMethod, UniformMethod, VideoTokens, build_met
 from freres_lmms.core.adaretake import chunk_scores
 from freres_lmms.core.dycoke import DecodeSelection, decode_attention_row
 from freres_lmms.presets import method_preset
+from freres_lmms.tokens import drifting_features
 
 # The paper's instantiations (conf/method presets): compact (Figure 2: 8 anchors x 512, 8 groups)
 # and the dense 30-FPS minute of Table 3 (1800 latent frames -> 46,080 tokens); the baselines at
@@ -50,20 +51,6 @@ CASES = {
         "dycoke": build_method("dycoke"), "adaretake": build_method("adaretake")}},
 }
 LLM = {"layers": 36, "heads": 32, "kv_heads": 8, "head_dim": 128}  # Qwen3-VL-8B
-
-
-def drifting_features(frames: int, side: int, dim: int, device, chunk: int = 200) -> torch.Tensor:
-    """bf16 [T, side, side, D]: a base grid plus a slow drift and small noise, built in chunks."""
-    g = torch.Generator(device=device).manual_seed(0)
-    base = torch.randn(side, side, dim, device=device, generator=g)
-    drift = torch.randn(side, side, dim, device=device, generator=g)
-    out = torch.empty(frames, side, side, dim, device=device, dtype=torch.bfloat16)
-    for lo in range(0, frames, chunk):  # building the input, not the timed code
-        t = torch.arange(lo, min(lo + chunk, frames), device=device, dtype=torch.float32)
-        phase = torch.sin(3 * t / frames)[:, None, None, None]
-        noise = 0.01 * torch.randn(len(t), side, side, dim, device=device, generator=g)
-        out[lo:lo + len(t)] = (base + 0.3 * phase * drift + noise).to(torch.bfloat16)
-    return out
 
 
 def positions(frames: int, side: int, device) -> torch.Tensor:
@@ -94,7 +81,7 @@ def check_against_cpu(device) -> dict:
     """The compact case in fp32 on the GPU and on the CPU: the same counts and positions, features
     within fp32 rounding (relative error of the whole output)."""
     torch.backends.cuda.matmul.allow_tf32 = False
-    features = drifting_features(16, 24, 256, device).float()
+    features = drifting_features(16, 24, 24, 256, device, torch.bfloat16, chunk=200).float()
     video = VideoTokens(features, positions(16, 24, device))
     cpu = VideoTokens(features.cpu(), video.positions.cpu())
     gpu_out, cpu_out = FreResMethod()(video), FreResMethod()(cpu)
@@ -160,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for case in args.cases:
         spec = CASES[case]
-        features = drifting_features(spec["frames"], args.side, args.dim, device)
+        features = drifting_features(spec["frames"], args.side, args.side, args.dim, device, torch.bfloat16, chunk=200)
         question = torch.randn(16, args.dim, device=device, generator=torch.Generator(device=device).manual_seed(2))
         video = VideoTokens(features, positions(spec["frames"], args.side, device), query=question.to(features.dtype))
         input_bytes = features.numel() * features.element_size()
