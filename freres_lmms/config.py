@@ -145,11 +145,24 @@ class ConfigError(ValueError):
     """A preset or override that does not describe a valid experiment."""
 
 
-def _override_value(overrides: list[str], key: str) -> str | None:
+def override_value(overrides: list[str], key: str) -> str | None:
+    """The value of the first ``key=value`` among ``overrides`` (Hydra's ``+``/``~`` prefixes allowed)."""
     for item in overrides:
         if item.lstrip("+~").split("=", 1)[0] == key and "=" in item:
             return item.split("=", 1)[1]
     return None
+
+
+def split_arguments(argv: list[str]) -> tuple[list[str], dict]:
+    """Command-line words as (Hydra overrides, ``--option[=value]`` options)."""
+    options, overrides = {}, []
+    for arg in argv:
+        if arg.startswith("--"):
+            key, _, value = arg[2:].partition("=")
+            options[key] = value or True
+        else:
+            overrides.append(arg)
+    return overrides, options
 
 
 def _compose_raw(overrides: list[str]) -> DictConfig:
@@ -166,8 +179,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """The validated config of ``overrides`` (Hydra syntax: ``experiment=freres_t2/qwen2_vl_7b_dycoke``)."""
     overrides = list(overrides)
     try:
-        if _override_value(overrides, "model") == TINY:
-            rest = [o for o in overrides if _override_value([o], "model") is None]
+        if override_value(overrides, "model") == TINY:
+            rest = [o for o in overrides if override_value([o], "model") is None]
             family = _compose_raw(rest).model.family
             overrides = rest + [f"model={tiny_model(family)}"]
         cfg = _compose_raw(overrides)

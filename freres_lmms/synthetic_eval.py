@@ -24,6 +24,7 @@ def evaluate(checkpoint: str, method: str | Method, knobs: dict | None = None, l
     """
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
+
     from .data.checkpoints import resolve_pretrained
     from .lmms.families import FAMILY_CLASSES
     from .models import family_of
@@ -38,22 +39,29 @@ def evaluate(checkpoint: str, method: str | Method, knobs: dict | None = None, l
     out = simple_evaluate(model=model, tasks=["freres_synthetic"], limit=limit, log_samples=True,
                           task_manager=TaskManager(include_path=str(ROOT / "task_configs")))
     metrics = out["results"]["freres_synthetic"]
-    records = [s["token_counts"][0] for s in out["samples"]["freres_synthetic"]]
-    errors = [r["error"] for r in records if r.get("error")]
-    kept = [r["visual_tokens_after"] for r in records if r.get("visual_tokens_after") is not None]
-    before = [r["visual_tokens_before"] for r in records if r.get("visual_tokens_before") is not None]
-    kv = [r["kv_visual_tokens"] for r in records if r.get("kv_visual_tokens") is not None]  # methods acting in the KV cache
+    summary = summarize_records([s["token_counts"][0] for s in out["samples"]["freres_synthetic"]])
     row = {"checkpoint": Path(checkpoint).name, "method": method.name if planted else method,
-           "budget": knobs.get("budget", 1.0),
-           "visual_tokens": round(sum(kept) / len(kept), 1) if kept else None,
-           "of": round(sum(before) / len(before), 1) if before else None, "samples": len(records),
-           "errors": len(errors)}
-    if kv:
-        row["kv_visual_tokens"] = round(sum(kv) / len(kv), 1)
-    if len(errors) == len(records):
-        row["note"] = f"every sample failed: {errors[0]}"
+           "budget": knobs.get("budget", 1.0), "visual_tokens": summary["visual_tokens"], "of": summary["of"],
+           "samples": summary["samples"], "errors": summary["errors"]}
+    if summary["kv_visual_tokens"] is not None:
+        row["kv_visual_tokens"] = summary["kv_visual_tokens"]
+    if summary["errors"] == summary["samples"]:
+        row["note"] = f"every sample failed: {summary['first_error']}"
         return row
     row.update({q: round(metrics[f"{q}_accuracy,none"], 1) for q in QTYPES})
     row["all"] = round(metrics["accuracy,none"], 1)
-    row["note"] = f"{len(errors)} samples failed: {errors[0]}" if errors else ""
+    row["note"] = f"{summary['errors']} samples failed: {summary['first_error']}" if summary["errors"] else ""
     return row
+
+
+def summarize_records(records: list[dict]) -> dict:
+    """Per-run means of the wrapper's per-sample records (``token_counts``): visual tokens after and
+    before compression, visual KV entries (methods acting in the KV cache), and the failures."""
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in records if r.get(key) is not None]
+        return round(sum(values) / len(values), 1) if values else None
+
+    errors = [r["error"] for r in records if r.get("error")]
+    return {"samples": len(records), "errors": len(errors), "first_error": errors[0] if errors else None,
+            "visual_tokens": mean("visual_tokens_after"), "of": mean("visual_tokens_before"),
+            "kv_visual_tokens": mean("kv_visual_tokens")}

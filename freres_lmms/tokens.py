@@ -26,7 +26,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import compose, experiment_presets, input_grid, input_size, method_knobs
+from .config import (
+    compose,
+    experiment_presets,
+    input_grid,
+    input_size,
+    method_knobs,
+    override_value,
+    split_arguments,
+)
 from .core import CompressionError, VideoTokens, build_method
 
 PROBE_DIM = 16
@@ -233,23 +241,10 @@ def resolve(cfg: DictConfig) -> Resolved:
     return Resolved(cfg, name, knobs, grid, full, counts, target, matched)
 
 
-def _parse(argv: list[str]) -> tuple[list[str], dict]:
-    options = {}
-    overrides = []
-    for arg in argv:
-        if arg.startswith("--"):
-            key, _, value = arg[2:].partition("=")
-            options[key] = value or True
-        else:
-            overrides.append(arg)
-    return overrides, options
-
-
 def tokens_main(argv: list[str]) -> None:
     """``python -m freres_lmms tokens experiment=<preset> [overrides]``: one JSON line."""
-    overrides, _ = _parse(argv)
-    experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
-    print(json.dumps(resolve(compose(overrides)).summary(experiment)))
+    overrides, _ = split_arguments(argv)
+    print(json.dumps(resolve(compose(overrides)).summary(override_value(overrides, "experiment"))))
 
 
 def budget_match_main(argv: list[str]) -> None:
@@ -259,8 +254,8 @@ def budget_match_main(argv: list[str]) -> None:
     ``DIR/<preset>.yaml`` (default ``outputs/budget_match``) and prints target vs achieved."""
     from .tables.spec import table_presets
 
-    overrides, options = _parse(argv)
-    table = next((o.split("=", 1)[1] for o in overrides if o.startswith("table=")), None)
+    overrides, options = split_arguments(argv)
+    table = override_value(overrides, "table")
     overrides = [o for o in overrides if not o.startswith("table=")]
     if table:
         presets = table_presets(table)

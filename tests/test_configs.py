@@ -126,7 +126,7 @@ def test_flops_s3_by_hand():
     per_layer = (4 * n * d * d + 2 * n * n * d + 2 * n * d * m) + r * ((4 * d * d + 2 * d * m) + 2 * (d * kv + d / 2 * (r + 1)))
     assert flops_s3([n, n], [kv, kv], d, m, r) == 2 * per_layer
     # DyCoke: the visual KV shrinks from its pruning layer on; the prefill does not
-    prefill, decode = layer_profile("dycoke", {"layer": 2, "prune_ratio": 0.75}, {"visual_tokens": 100}, 400, 10, 4)
+    prefill, decode = layer_profile("dycoke", {"layer": 2, "prune_ratio": 0.75}, {"visual_tokens": 100}, 10, 4)
     assert prefill == [110] * 4 and decode == [110, 110, 35, 35]
     # AdaReTaKe: chunk 2 attends to the text, chunk 1's kept KV and itself
     assert chunked_prefill([5, 5], [2, 2], 1, d, m, 1) == (4 * 5 * d * d + 2 * 5 * d * m) * 2 + 2 * 5 * (1 + 5) * d + 2 * 5 * (3 + 5) * d

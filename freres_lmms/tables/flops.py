@@ -22,15 +22,21 @@ from omegaconf import DictConfig
 R_DECODE = 100
 
 
+def prefill_flops(tokens: list[int], d: int, m: int) -> float:
+    """S3's prefill term: ``4 n d^2 + 2 n^2 d + 2 n d m`` summed over the layers' token counts."""
+    return float(sum(4 * n * d * d + 2 * n * n * d + 2 * n * d * m for n in tokens))
+
+
+def decode_flops(kv: list[int], d: int, m: int, r: int = R_DECODE) -> float:
+    """S3's decode term: ``R ((4 d^2 + 2 d m) + 2 (d n + d/2 (R + 1)))`` over the layers' KV counts."""
+    return float(sum(r * ((4 * d * d + 2 * d * m) + 2 * (d * n + d / 2 * (r + 1))) for n in kv))
+
+
 def flops_s3(prefill: list[int], decode: list[int], d: int, m: int, r: int = R_DECODE) -> float:
     """Equation S3 with per-layer prefill tokens and per-layer KV tokens read while decoding."""
     if len(prefill) != len(decode):
         raise ValueError(f"per-layer token lists differ in length: {len(prefill)} vs {len(decode)}")
-    total = 0.0
-    for n, kv in zip(prefill, decode):
-        total += 4 * n * d * d + 2 * n * n * d + 2 * n * d * m
-        total += r * ((4 * d * d + 2 * d * m) + 2 * (d * kv + d / 2 * (r + 1)))
-    return total
+    return prefill_flops(prefill, d, m) + decode_flops(decode, d, m, r)
 
 
 def chunked_prefill(lengths: list[int], kept: list[int], text: int, d: int, m: int, layers: int) -> float:
@@ -42,11 +48,12 @@ def chunked_prefill(lengths: list[int], kept: list[int], text: int, d: int, m: i
     return total * layers
 
 
-def layer_profile(method: str, knobs: dict, counts: dict, full_visual: int, text: int, layers: int) -> tuple[list[int], list[int]]:
-    """(prefill tokens per layer, decode KV tokens per layer) of a resolved method."""
+def layer_profile(method: str, knobs: dict, counts: dict, text: int, layers: int) -> tuple[list[int] | None, list[int]]:
+    """(prefill tokens per layer, decode KV tokens per layer) of a resolved method; the prefill is
+    None when it runs chunk by chunk (AdaReTaKe: ``chunked_prefill``)."""
     visual = counts["visual_tokens"]
     if method == "adaretake":
-        return [full_visual + text] * layers, [visual + text] * layers
+        return None, [visual + text] * layers
     if method == "dycoke":
         start = int(knobs.get("layer", 3))
         pruned = math.floor(visual * (1 - float(knobs.get("prune_ratio", 0.8))))
@@ -58,9 +65,10 @@ def flops_row(cfg: DictConfig, method: str, knobs: dict, counts: dict, full_visu
     """FLOPs of the row and of the full-token model on the same input (TFLOPs, and their ratio)."""
     model, text = cfg.model, int(cfg.input.text_tokens)
     d, m, layers = int(model.hidden_size), int(model.intermediate_size), int(model.num_layers)
-    prefill, decode = layer_profile(method, knobs, counts, full_visual, text, layers)
-    if "chunks" in counts:  # chunked prefill: replace S3's one-pass prefill term by the per-chunk one
-        ours = flops_s3([0] * layers, decode, d, m) + chunked_prefill(counts["chunks"]["lengths"], counts["chunks"]["kept"], text, d, m, layers)
+    prefill, decode = layer_profile(method, knobs, counts, text, layers)
+    if prefill is None:
+        chunks = counts["chunks"]
+        ours = chunked_prefill(chunks["lengths"], chunks["kept"], text, d, m, layers) + decode_flops(decode, d, m)
     else:
         ours = flops_s3(prefill, decode, d, m)
     full = flops_s3([full_visual + text] * layers, [full_visual + text] * layers, d, m)

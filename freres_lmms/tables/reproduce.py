@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import compose, experiment_presets
+from ..config import compose, experiment_presets, override_value, split_arguments
 from ..tokens import resolve
 from .datacheck import ROOT
 from .flops import flops_row
@@ -32,7 +32,7 @@ NAMED_OVERRIDES = ("model", "benchmark", "run.limit")
 def run_name(spec: TableSpec, overrides: list[str]) -> str:
     parts = [spec.id]
     for key in NAMED_OVERRIDES:
-        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), None)
+        value = override_value(overrides, key)
         if value:
             parts.append(f"{key.split('.')[-1]}{value}" if key == "run.limit" else value)
     return "-".join(parts)
@@ -41,7 +41,7 @@ def run_name(spec: TableSpec, overrides: list[str]) -> str:
 def device_name(overrides: list[str]) -> str:
     import torch
 
-    device = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.device=")), None)
+    device = override_value(overrides, "run.device")
     if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
         return torch.cuda.get_device_name()
     return "CPU"
@@ -97,18 +97,19 @@ def plot(spec: TableSpec, frame: pd.DataFrame, path: Path, substituted: str | No
 
 
 def main(argv: list[str]) -> int:
-    table = next((a.split("=", 1)[1] for a in argv if a.startswith("table=")), None)
+    overrides, options = split_arguments(argv)
+    table = override_value(overrides, "table")
     if table is None:
         print(__doc__)
         return 2
-    force = "--force" in argv
-    base = Path(next((a.split("=", 1)[1] for a in argv if a.startswith("--root=")), ROOT))  # tests write elsewhere
-    overrides = [a for a in argv if not a.startswith(("table=", "--"))]
+    force = bool(options.get("force"))
+    base = Path(options.get("root", ROOT))  # tests write elsewhere
+    overrides = [o for o in overrides if not o.startswith("table=")]
     spec = table_spec(table)
     name = run_name(spec, overrides)
     results_dir = base / "results" / "tables"
     results_dir.mkdir(parents=True, exist_ok=True)
-    substituted = next((o.split("=", 1)[1] for o in overrides if o.startswith("benchmark=")), None)
+    substituted = override_value(overrides, "benchmark")
     header = [f"# {spec.title}", "",
               (f"Run `{name}`: `python scripts/reproduce_table.py {' '.join([f'table={spec.id}', *overrides])}` "
                f"on {device_name(overrides)}, {datetime.date.today().isoformat()}.")]

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError, compose, input_size
+from ..config import ConfigError, compose, input_size, override_value
 from ..core import METHODS
+from ..synthetic_eval import summarize_records
 from ..tokens import resolve
 from .datacheck import ROOT, missing
 from .spec import TableSpec
@@ -53,23 +54,27 @@ def why_not_runnable(reference: dict) -> str:
 
 
 class ModelCache:
-    """One loaded wrapper per checkpoint: rows that share a model swap only the method."""
+    """The loaded wrapper of the last checkpoint (one model in memory at a time): consecutive rows
+    on the same checkpoint swap only the method and the per-run settings."""
 
     def __init__(self):
-        self.models = {}
+        self.key = None
+        self.model = None
 
     def get(self, cfg: DictConfig, method: str, knobs: dict):
         from ..core import build_method
         from ..lmms.families import FAMILY_CLASSES
 
         key = (cfg.model.family, cfg.model.pretrained, cfg.run.device, cfg.model.dtype, cfg.model.attn_implementation)
-        if key not in self.models:
-            self.models.clear()  # one model in memory at a time
-            self.models[key] = FAMILY_CLASSES[cfg.model.family](
+        if key != self.key:
+            self.model = None  # free the previous one before loading
+            self.model = FAMILY_CLASSES[cfg.model.family](
                 pretrained=cfg.model.pretrained, device=cfg.run.device, dtype=cfg.model.dtype,
-                attn_implementation=cfg.model.attn_implementation, batch_size=cfg.run.batch_size)
-        model = self.models[key]
+                attn_implementation=cfg.model.attn_implementation)
+            self.key = key
+        model = self.model
         model.method = build_method(method, **knobs)
+        model.batch_size_per_gpu = int(cfg.run.batch_size)
         model.max_num_frames = int(input_size(cfg)[0])
         model.fps = cfg.input.fps
         model.frame_encoding = cfg.input.frame_encoding
@@ -111,12 +116,12 @@ def evaluate_row(cfg: DictConfig, method: str, knobs: dict, folder: Path, models
                 handle.write(json.dumps({"task": task, **sample}, default=str) + "\n")
                 counts = sample.get("token_counts") or [{}]
                 records.append(counts[0] if isinstance(counts, list) and counts else {})
-    kept = [r["visual_tokens_after"] for r in records if r.get("visual_tokens_after") is not None]
-    kv = [r["kv_visual_tokens"] for r in records if r.get("kv_visual_tokens") is not None]
+    summary = summarize_records(records)
     metrics = {name: metric_value(out["results"], spec) for name, spec in cfg.benchmark.metrics.items()}
-    return {"metrics": metrics, "samples": len(records), "errors": sum(1 for r in records if r.get("error")),
-            "first_error": next((r["error"] for r in records if r.get("error")), None),
-            "measured_tokens": round(sum(kv or kept) / len(kv or kept), 1) if (kv or kept) else None}
+    # KV methods (AdaReTaKe) are matched on their stored visual KV, the others on the tokens they emit
+    measured = summary["kv_visual_tokens"] if summary["kv_visual_tokens"] is not None else summary["visual_tokens"]
+    return {"metrics": metrics, "samples": summary["samples"], "errors": summary["errors"],
+            "first_error": summary["first_error"], "measured_tokens": measured}
 
 
 def run_row(spec: TableSpec, reference: dict, overrides: list[str], out_root: Path, models: ModelCache,
@@ -126,7 +131,7 @@ def run_row(spec: TableSpec, reference: dict, overrides: list[str], out_root: Pa
     if preset is None:
         result.status = why_not_runnable(reference)
         return result
-    benchmark_override = next((o.split("=", 1)[1] for o in overrides if o.startswith("benchmark=")), None)
+    benchmark_override = override_value(overrides, "benchmark")
     benchmarks = [benchmark_override] if benchmark_override else list(spec.benchmarks) or [None]
     needs: list[str] = []
     try:
