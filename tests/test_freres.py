@@ -345,6 +345,23 @@ def test_dense_preset_lands_at_46080_tokens():
     assert counts["plan"]["coefficients"] == 7
 
 
+def test_idct_reconstruction_makes_room_for_its_residuals_under_a_tight_budget():
+    """Its residuals (one per frame and cell) are set aside before the anchors, which shrink instead
+    (Table 4's row E at 6.6K of 14,000 tokens, scaled to an 8x8x8 grid: 241 tokens)."""
+    video = smooth_video(t=8, h=8, w=8, d=6, seed=2)
+    method = FreResMethod(mode="idct_reconstruction", budget=241, energy_floor=0.0)
+    plan = method.plan(8, 8, 8)
+    assert (plan["anchors"], plan["tokens_per_anchor"]) == (1, 55)  # 241 - 8 summaries - 24 statics - 128 residuals = 81
+    out = method(video)
+    assert out.num_tokens <= 241
+    assert method.last_counts["dynamic"] <= 8 * 16
+    # on the paper's input the anchors fit beside the residuals: all 8 keep 875 - 9 x 12 block minima
+    paper = FreResMethod(mode="idct_reconstruction", budget=6600).plan(16, 25, 35)
+    assert (paper["anchors"], paper["tokens_per_anchor"]) == (8, 767)
+    with pytest.raises(CompressionError, match="residual per frame and cell"):
+        FreResMethod(mode="idct_reconstruction", budget=150).plan(8, 8, 8)
+
+
 def test_idct_reconstruction_refuses_overlapping_windows():
     with pytest.raises(CompressionError, match="group_span"):
         FreResMethod(group_span=2, mode="idct_reconstruction")

@@ -254,20 +254,22 @@ class FreResMethod(Method):
         if budget is not None:
             total = budget_tokens(budget, t * h * w)
             fixed = groups + statics
-            if anchors and anchors * per_anchor > total - fixed:
+            # iDCT reconstruction emits one pooled residual per frame and cell: that room is set
+            # aside before the anchors, which shrink to fit like the other branches' fixed tokens
+            reserved = t * cells if self.mode == "idct_reconstruction" else 0
+            room = total - fixed - reserved
+            if anchors and anchors * per_anchor > room:
                 # budget-adaptive: fewer anchors first, then fewer tokens per anchor
-                anchors = max(1, min(anchors, (total - fixed) // per_anchor))
-                per_anchor = min(per_anchor, (total - fixed) // anchors)
-            if total - fixed - anchors * per_anchor < 0 or (raw_on and per_anchor < 1):
+                anchors = max(1, min(anchors, room // per_anchor))
+                per_anchor = min(per_anchor, room // anchors)
+            if room - anchors * per_anchor < 0 or (raw_on and per_anchor < 1):
+                what = " + one residual per frame and cell" if reserved else ""
                 raise CompressionError(
                     f"freres: budget {budget} ({total} tokens) is below the minimum "
-                    f"{groups + statics + (1 if raw_on else 0)} (summaries + statics + one anchor token)"
+                    f"{fixed + reserved + (1 if raw_on else 0)} (summaries + statics{what} + one anchor token)"
                 )
             spare = total - fixed - anchors * per_anchor
             k = min(spare // (groups * cells), shortest, self.max_coefficients) if groups else 0
-            if self.mode == "idct_reconstruction" and t * cells > spare:
-                raise CompressionError(f"freres: idct_reconstruction needs up to {t * cells} residual tokens, "
-                                       f"budget {budget} leaves {spare}")
         return {"anchors": anchors, "tokens_per_anchor": per_anchor, "groups": groups, "coefficients": k,
                 "cells": cells, "statics": statics, "span": span}
 
