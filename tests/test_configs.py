@@ -16,7 +16,14 @@ from freres_lmms.config import (
     group_presets,
     input_grid,
 )
-from freres_lmms.tables.flops import chunked_prefill, flops_s3, layer_profile
+from freres_lmms.tables.flops import (
+    chunked_prefill,
+    flops_s3,
+    layer_profile,
+    parse_retention,
+    retention_profile,
+    supplement_rows,
+)
 from freres_lmms.tables.spec import REFERENCE, all_tables, table_spec
 from freres_lmms.tokens import match_knob, probe_video, resolve, scaled_target
 
@@ -130,6 +137,38 @@ def test_flops_s3_by_hand():
     assert prefill == [110] * 4 and decode == [110, 110, 35, 35]
     # AdaReTaKe: chunk 2 attends to the text, chunk 1's kept KV and itself
     assert chunked_prefill([5, 5], [2, 2], 1, d, m, 1) == (4 * 5 * d * d + 2 * 5 * d * m) * 2 + 2 * 5 * (1 + 5) * d + 2 * 5 * (3 + 5) * d
+
+
+def test_retention_strings_and_their_layer_profiles():
+    assert parse_retention("2%") == (0.02, None)
+    assert parse_retention("15%/7.5%") == (0.15, 0.075)
+    assert parse_retention("100%/10%") == (1.0, 0.1)
+    for bad in ("2", "0%", "120%", "1%/2%/3%", "x%", ""):
+        with pytest.raises(ValueError, match="retention"):
+            parse_retention(bad)
+    assert retention_profile(6272, 4, 0.02, None, None) == [125] * 4
+    assert retention_profile(6272, 4, 1.0, 0.1, 2) == [6272, 6272, 627, 627]  # FastV 100%/10% at K = 2
+    with pytest.raises(ValueError, match="pruning layer"):
+        retention_profile(6272, 4, 0.02, 0.01, None)
+
+
+def test_flops_of_every_supplement_row():
+    spec = table_spec("flops")
+    tables = all_tables()
+    references = {t: tables[t].reference_rows() for t in spec.retention_rows.tables}
+    rows = {f"{r['table']}/{r['row']}": r for r in supplement_rows(spec.retention_rows, references)}
+    assert len(rows) == sum(len(frame) for frame in references.values())  # every row, implemented or not
+    ours = rows["supp_s2/ratio2_ours"]  # 2%/1% on LLaVA-OV-7B: 125 tokens in layers 0-17, 63 in 18-27
+    assert (ours["full visual tokens"], ours["visual tokens (first layer)"], ours["visual tokens (last layer)"]) == (6272, 125, 63)
+    d, m = 3584, 18944
+    by_hand = flops_s3([125] * 18 + [63] * 10, [125] * 18 + [63] * 10, d, m) / flops_s3([6272] * 28, [6272] * 28, d, m)
+    assert ours["% of full, visual tokens only"] == round(100 * by_hand, 2) == 2.58  # the paper reports about 2.6
+    assert ours["% of full (paper)"] == 2.6
+    assert rows["supp_s2/ratio10_fastv"]["pruning layer"] == 2 and rows["supp_s2/ratio10_fastv"]["visual tokens (first layer)"] == 6272
+    assert rows["supp_s5/k7"]["pruning layer"] == 7  # the row's own K, not the default 18
+    assert rows["supp_s4/ours_128f"]["full visual tokens"] == 128 * 196  # the row's own frames
+    assert rows["supp_s1/vanilla"]["full visual tokens"] == 4096 and rows["supp_s1/vanilla"]["% of full"] == 100
+    assert rows["supp_s6/tau0_7"]["pruning layer"] is None  # w/o the inner stage: 2% in every layer
 
 
 def test_table_specs_match_their_reference_csvs_and_benchmarks():

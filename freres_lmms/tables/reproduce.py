@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import compose, experiment_presets, override_value, split_arguments
-from ..tokens import resolve
+from ..config import override_value, split_arguments
 from .datacheck import ROOT
-from .flops import flops_row
+from .flops import preset_rows, supplement_rows
 from .render import build_frame, to_markdown
 from .runner import ModelCache, RowResult, run_row
-from .spec import TableSpec, table_spec
+from .spec import TableSpec, all_tables, table_spec
 
 NAMED_OVERRIDES = ("model", "benchmark", "run.limit")
 
@@ -47,18 +46,19 @@ def device_name(overrides: list[str]) -> str:
     return "CPU"
 
 
-def flops_table(overrides: list[str]) -> pd.DataFrame:
-    """Equation S3 for every experiment preset (a pure calculation: no model, no data)."""
-    rows = []
-    for preset in experiment_presets():
-        resolved = resolve(compose([f"experiment={preset}", *overrides]))
-        flops = flops_row(resolved.cfg, resolved.method, resolved.knobs, resolved.counts, resolved.full_tokens)
-        rows.append({"experiment": preset, "model": resolved.cfg.model.name, "method": resolved.method,
-                     "visual tokens": resolved.counts["visual_tokens"], "kind": resolved.counts["kind"],
-                     "full visual tokens": resolved.full_tokens, "text tokens": int(resolved.cfg.input.text_tokens),
-                     "TFLOPs (eq. S3)": flops["tflops"], "full-token TFLOPs": flops["full_tflops"],
-                     "ratio to full": flops["ratio"]})
-    return pd.DataFrame(rows)
+def supplement_section(spec: TableSpec, csv: Path) -> str:
+    """The FLOPs table's second part: every row of the supplement's tables (CSV and Markdown)."""
+    rows = spec.retention_rows
+    tables = all_tables()
+    frame = pd.DataFrame(supplement_rows(rows, {t: tables[t].reference_rows() for t in rows.tables}))
+    frame.to_csv(csv, index=False)
+    shown = frame.astype(object).where(frame.notna(), "")
+    return ("\n## Every row of the supplement's Tables S1-S8\n\nFrom the retention each row states (`x%` in "
+            "every layer; `x%/y%`: `y%` from the method's pruning layer on, in the KV cache too), "
+            f"{rows.text_tokens} text tokens, against the full model on the same frames; the last columns count "
+            "visual tokens alone, and the paper's own FLOPs share stands beside ours where it reports one. "
+            "Settings a table leaves unstated are read as `conf/table/flops.yaml` documents.\n\n"
+            + shown.to_markdown(index=False) + "\n")
 
 
 def plot(spec: TableSpec, frame: pd.DataFrame, path: Path, substituted: str | None) -> None:
@@ -113,10 +113,13 @@ def main(argv: list[str]) -> int:
     header = [f"# {spec.title}", "",
               (f"Run `{name}`: `python scripts/reproduce_table.py {' '.join([f'table={spec.id}', *overrides])}` "
                f"on {device_name(overrides)}, {datetime.date.today().isoformat()}.")]
+    supplement = ""
     if spec.kind == "flops":
-        frame = flops_table(overrides)
+        frame = pd.DataFrame(preset_rows(overrides))
         header.append("Equation S3 of the unified spatiotemporal supplement for every experiment preset, "
                       "with the counts of `python -m freres_lmms tokens` (no model). " + spec.note)
+        if spec.retention_rows:
+            supplement = supplement_section(spec, results_dir / f"{name}-supplement.csv")
         failed = False
     else:
         models = ModelCache()
@@ -142,7 +145,7 @@ def main(argv: list[str]) -> int:
             plot(spec, frame, results_dir / f"{name}.png", substituted)
     frame.to_csv(results_dir / f"{name}.csv", index=False)
     markdown = to_markdown(spec, frame, substituted, header) if spec.kind != "flops" else \
-        "\n".join(header) + "\n\n" + frame.to_markdown(index=False) + "\n"
+        "\n".join(header) + "\n\n## Experiment presets\n\n" + frame.to_markdown(index=False) + "\n" + supplement
     (results_dir / f"{name}.md").write_text(markdown)
     print(markdown)
     print(f"written: {results_dir / name}.md, .csv")

@@ -24,6 +24,35 @@ KINDS = ("accuracy", "profile", "flops")
 
 
 @dataclass
+class Backbone:
+    """An architecture for equation S3: an experiment preset's (its model and full-token input), or
+    the numbers of a checkpoint we have no model preset for."""
+
+    experiment: str | None = None
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_layers: int | None = None
+    tokens_per_frame: int | None = None  # visual tokens one frame gives at full retention
+    frames: int | None = None
+
+
+@dataclass
+class RetentionRows:
+    """The FLOPs table's second part: S3 for every row of the supplement's tables, from the
+    retention each row states (a calculation: the methods need not be implemented here)."""
+
+    tables: list[str] = field(default_factory=list)
+    backbones: dict[str, Backbone] = field(default_factory=dict)  # the reference CSVs' backbone names
+    retention_columns: list[str] = field(default_factory=list)  # where a row states its retention
+    frames_column: str | None = None  # a row's frame count (S4)
+    layer_column: str | None = None  # a row's pruning layer (S5)
+    retention: dict[str, str] = field(default_factory=dict)  # table -> retention of rows that state none
+    pruning_layer: dict[str, int] = field(default_factory=dict)  # method -> where its second share starts
+    text_tokens: int = 64
+    paper: dict[str, float] = field(default_factory=dict)  # "<table>/<row>" -> FLOPs % the paper reports
+
+
+@dataclass
 class TableSpec:
     id: str = ""
     title: str = ""
@@ -37,6 +66,7 @@ class TableSpec:
     tokens_column: str | None = None  # the paper's visual-token column
     plot: bool = False  # also draw accuracy vs visual tokens (Figure 3)
     note: str = ""
+    retention_rows: RetentionRows | None = None  # the flops table's supplement rows
 
     @property
     def preset_folder(self) -> str:
@@ -59,7 +89,7 @@ def all_tables() -> dict[str, TableSpec]:
     specs = {}
     for path in sorted(TABLE_CONF.glob("*.yaml")):
         merged = OmegaConf.merge(OmegaConf.structured(TableSpec), OmegaConf.load(path))
-        spec = TableSpec(**OmegaConf.to_container(merged))
+        spec = OmegaConf.to_object(merged)
         if spec.id != path.stem:
             raise ValueError(f"{path}: id {spec.id!r} differs from the file name")
         if spec.kind not in KINDS:
