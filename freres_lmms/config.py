@@ -98,6 +98,9 @@ class BenchmarkConfig:
     # the benchmark's videos have exactly frames x height x width (the synthetic task): its shape,
     # not the experiment's operating point, sets the token grid
     fixed_input: bool = False
+    # with fixed_input, its prompts replace the row's too: the most tokens a sample has around its
+    # video (chat template, question, options; Qwen3-VL's timestamps), per family
+    text_tokens: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -266,6 +269,15 @@ def input_size(cfg: DictConfig) -> tuple[int, int, int]:
     if bench.fixed_input:
         return bench.frames, bench.height, bench.width
     return point.frames or bench.frames, point.height or bench.height, point.width or bench.width
+
+
+def prompt_tokens(cfg: DictConfig) -> int:
+    """Text tokens around the video: the operating point's, or a fixed-input benchmark's own longest
+    prompt for the row's family (what a context-length knob such as AdaReTaKe's must leave room for)."""
+    bench = cfg.benchmark
+    if bench.fixed_input and cfg.model.family in bench.text_tokens:
+        return int(bench.text_tokens[cfg.model.family])
+    return int(cfg.input.text_tokens)
 
 
 def experiment_presets(table: str | None = None) -> list[str]:

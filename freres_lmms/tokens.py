@@ -3,7 +3,7 @@
 A preset's count depends on its input's merged-token grid (``config.input_grid``) and, for
 content-dependent methods (Fre-Res's energy filter, AdaReTaKe's temporal split), on the video;
 without a model we run the method on a **probe clip** of that grid: a fixed random base grid with
-a slow drift and small noise (seeded), D = 16, plus a random question of ``input.text_tokens``
+a slow drift and small noise (seeded), D = 16, plus a random question of ``config.prompt_tokens``
 tokens. Counts that depend only on the shape (full, uniform, DyCoke, CDPruner, Fourier, the
 Fre-Res budget rule with ``energy_floor=0``, AdaReTaKe's KV total) are exact; content-dependent
 ones are this clip's.
@@ -33,6 +33,7 @@ from .config import (
     input_size,
     method_knobs,
     override_value,
+    prompt_tokens,
     split_arguments,
 )
 from .core import CompressionError, VideoTokens, build_method
@@ -225,7 +226,7 @@ def resolve(cfg: DictConfig) -> Resolved:
     """Match the method's knob to the budget on the row's input (no model is loaded)."""
     name, knobs = method_knobs(cfg)
     grid = input_grid(cfg)
-    video = probe_video(*grid, text_tokens=cfg.input.text_tokens)
+    video = probe_video(*grid, text_tokens=prompt_tokens(cfg))
     full = video.num_tokens
     target = scaled_target(cfg.budget, full)
     matched = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -26,6 +27,8 @@ from freres_lmms.tables.flops import (
 )
 from freres_lmms.tables.spec import REFERENCE, all_tables, table_spec
 from freres_lmms.tokens import match_knob, probe_video, resolve, scaled_target
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_group_preset_composes_and_validates():
@@ -169,6 +172,42 @@ def test_flops_of_every_supplement_row():
     assert rows["supp_s4/ours_128f"]["full visual tokens"] == 128 * 196  # the row's own frames
     assert rows["supp_s1/vanilla"]["full visual tokens"] == 4096 and rows["supp_s1/vanilla"]["% of full"] == 100
     assert rows["supp_s6/tau0_7"]["pruning layer"] is None  # w/o the inner stage: 2% in every layer
+
+
+def test_synthetic_prompt_lengths_are_the_longest_prompts(checkpoints, tmp_path):
+    """benchmark=synthetic replaces a row's text tokens by its own longest prompt per family, so a
+    context-length knob (AdaReTaKe's) matched on the probe always leaves room for the video."""
+    import importlib.util
+
+    from transformers import AutoProcessor
+
+    from freres_lmms.config import prompt_tokens
+    from freres_lmms.data.checkpoints import testbed_checkpoint
+    from freres_lmms.data.synthetic import generate
+    from freres_lmms.data.video import load_video
+
+    spec = importlib.util.spec_from_file_location("synthetic_task", ROOT / "task_configs" / "freres_synthetic" / "utils.py")
+    task = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(task)
+    bench = compose(["benchmark=synthetic"]).benchmark
+    jsonl = generate(tmp_path, count=7, frames=bench.frames, fps=8, size=bench.height)  # one sample per question type
+    docs = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    paths = {"qwen2vl": testbed_checkpoint("qwen2vl"), "qwen2_5vl": checkpoints["qwen2_5vl"], "qwen3vl": testbed_checkpoint("qwen3vl")}
+    for family, path in paths.items():
+        processor = AutoProcessor.from_pretrained(path)
+        video_id = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+        lengths = []
+        for doc in docs:
+            clip = load_video(str(tmp_path / doc["video"]), bench.frames)
+            content = [{"type": "video"}, {"type": "text", "text": task.doc_to_text(doc)}]
+            text = processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+            ids = processor(text=[text], videos=[clip.frames], video_metadata=[clip.metadata()], return_tensors="pt")["input_ids"][0]
+            lengths.append(int((ids != video_id).sum()))
+        assert bench.text_tokens[family] == max(lengths), family
+    row = compose(["experiment=adaretake_t3/r4_temporal_allocation", "model=tiny", "benchmark=synthetic"])
+    assert prompt_tokens(row) == 91 and prompt_tokens(compose(["experiment=adaretake_t3/r4_temporal_allocation"])) == 64
+    resolved = resolve(row)  # 936 of 73,728 scaled to 512 tokens: 6 visual KV entries after the longest prompt
+    assert resolved.knobs["max_input_length"] == 91 + 6 and resolved.counts["visual_tokens"] == 6
 
 
 def test_table_specs_match_their_reference_csvs_and_benchmarks():

@@ -68,7 +68,9 @@ def layer_profile(method: str, knobs: dict, counts: dict, text: int, layers: int
 
 def flops_row(cfg: DictConfig, method: str, knobs: dict, counts: dict, full_visual: int) -> dict:
     """FLOPs of the row and of the full-token model on the same input (TFLOPs, and their ratio)."""
-    model, text = cfg.model, int(cfg.input.text_tokens)
+    from ..config import prompt_tokens
+
+    model, text = cfg.model, prompt_tokens(cfg)
     d, m, layers = int(model.hidden_size), int(model.intermediate_size), int(model.num_layers)
     prefill, decode = layer_profile(method, knobs, counts, text, layers)
     if prefill is None:
@@ -167,7 +169,7 @@ def supplement_rows(rows, reference_tables: dict) -> list[dict]:
 
 def preset_rows(overrides: list[str]) -> list[dict]:
     """Equation S3 for every experiment preset, with the counts of ``tokens.resolve`` (no model)."""
-    from ..config import compose, experiment_presets
+    from ..config import compose, experiment_presets, prompt_tokens
     from ..tokens import resolve
 
     rows = []
@@ -176,7 +178,7 @@ def preset_rows(overrides: list[str]) -> list[dict]:
         flops = flops_row(resolved.cfg, resolved.method, resolved.knobs, resolved.counts, resolved.full_tokens)
         rows.append({"experiment": preset, "model": resolved.cfg.model.name, "method": resolved.method,
                      "visual tokens": resolved.counts["visual_tokens"], "kind": resolved.counts["kind"],
-                     "full visual tokens": resolved.full_tokens, "text tokens": int(resolved.cfg.input.text_tokens),
+                     "full visual tokens": resolved.full_tokens, "text tokens": prompt_tokens(resolved.cfg),
                      "TFLOPs (eq. S3)": flops["tflops"], "full-token TFLOPs": flops["full_tflops"],
                      "ratio to full": flops["ratio"]})
     return rows

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import override_value, split_arguments
+from ..config import TINY, TRAINED_TESTBEDS, override_value, split_arguments
 from .datacheck import ROOT
 from .flops import preset_rows, supplement_rows
 from .render import build_frame, to_markdown
@@ -131,6 +131,10 @@ def main(argv: list[str]) -> int:
             print(f"[{spec.id}] {result.row}: {result.status}", flush=True)
             results.append(result)
         frame = build_frame(spec, results, substituted)
+        if override_value(overrides, "model") == TINY:
+            header.append(f"With `model=tiny` each row runs on its family's small model: the trained testbeds for "
+                          f"{', '.join(TRAINED_TESTBEDS)}; the others on a random tiny checkpoint, whose accuracy "
+                          "means nothing (it checks the path, not the method).")
         if substituted:
             header.append(f"Rows ran on the `{substituted}` benchmark instead of the paper's, so the paper's columns "
                           "are shown for reference only and our columns are that benchmark's accuracies (percent).")

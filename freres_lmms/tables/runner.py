@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError, compose, input_size, override_value
+from ..config import ConfigError, compose, input_size, override_value, prompt_tokens
 from ..core import METHODS
 from ..synthetic_eval import summarize_records
 from ..tokens import resolve
@@ -140,7 +140,7 @@ def run_row(spec: TableSpec, reference: dict, overrides: list[str], out_root: Pa
             resolved = resolve(cfg)
             if result.visual_tokens is None:
                 result.visual_tokens = resolved.counts["visual_tokens"]
-                result.context_tokens = resolved.counts["input_tokens"] + int(cfg.input.text_tokens)
+                result.context_tokens = resolved.counts["input_tokens"] + prompt_tokens(cfg)
             if spec.kind != "accuracy":
                 result.status = "tokens only (peak VRAM and TTFT come from GPU profiling)"
                 continue
