@@ -24,6 +24,9 @@ import math
 
 from omegaconf import DictConfig
 
+from ..config import compose, experiment_presets, input_size, prompt_tokens
+from ..tokens import resolve
+
 R_DECODE = 100
 
 
@@ -68,8 +71,6 @@ def layer_profile(method: str, knobs: dict, counts: dict, text: int, layers: int
 
 def flops_row(cfg: DictConfig, method: str, knobs: dict, counts: dict, full_visual: int) -> dict:
     """FLOPs of the row and of the full-token model on the same input (TFLOPs, and their ratio)."""
-    from ..config import prompt_tokens
-
     model, text = cfg.model, prompt_tokens(cfg)
     d, m, layers = int(model.hidden_size), int(model.intermediate_size), int(model.num_layers)
     prefill, decode = layer_profile(method, knobs, counts, text, layers)
@@ -111,9 +112,6 @@ def retention_profile(full: int, layers: int, outer: float, inner: float | None,
 def backbone_numbers(backbone) -> dict:
     """``{d, m, layers, tokens_per_frame, frames}`` of a ``spec.Backbone``."""
     if backbone.experiment:
-        from ..config import compose, input_size
-        from ..tokens import resolve
-
         resolved = resolve(compose([f"experiment={backbone.experiment}"]))
         model, frames = resolved.cfg.model, input_size(resolved.cfg)[0]
         return {"d": int(model.hidden_size), "m": int(model.intermediate_size), "layers": int(model.num_layers),
@@ -149,29 +147,22 @@ def supplement_rows(rows, reference_tables: dict) -> list[dict]:
             layer = int(layer) if layer is not None else rows.pruning_layer.get(reference["method"])
             full = round(arch["tokens_per_frame"] * frames)
             visual = retention_profile(full, arch["layers"], outer, inner, layer)
-            d, m, text = arch["d"], arch["m"], rows.text_tokens
-
-            def s3(tokens: list[int], extra: int) -> float:
-                counts = [n + extra for n in tokens]
-                return flops_s3(counts, counts, d, m)
-
-            ours, baseline = s3(visual, text), s3([full] * arch["layers"], text)
+            d, m, text, dense = arch["d"], arch["m"], rows.text_tokens, [full] * arch["layers"]
+            ours, baseline = (flops_s3(n, n, d, m) for n in ([v + text for v in visual], [v + text for v in dense]))
+            visual_only = flops_s3(visual, visual, d, m) / flops_s3(dense, dense, d, m)
             out.append({"table": table, "row": reference["row"], "label": reference["label"],
                         "backbone": reference["backbone"], "method": reference["method"], "retention": retention,
                         "frames": frames, "pruning layer": layer if inner is not None else None,
                         "full visual tokens": full, "visual tokens (first layer)": visual[0],
                         "visual tokens (last layer)": visual[-1], "TFLOPs (eq. S3)": round(ours / 1e12, 3),
                         "full-token TFLOPs": round(baseline / 1e12, 3), "% of full": round(100 * ours / baseline, 2),
-                        "% of full, visual tokens only": round(100 * s3(visual, 0) / s3([full] * arch["layers"], 0), 2),
+                        "% of full, visual tokens only": round(100 * visual_only, 2),
                         "% of full (paper)": rows.paper.get(where)})
     return out
 
 
 def preset_rows(overrides: list[str]) -> list[dict]:
     """Equation S3 for every experiment preset, with the counts of ``tokens.resolve`` (no model)."""
-    from ..config import compose, experiment_presets, prompt_tokens
-    from ..tokens import resolve
-
     rows = []
     for preset in experiment_presets():
         resolved = resolve(compose([f"experiment={preset}", *overrides]))
