@@ -185,6 +185,7 @@ def test_synthetic_prompt_lengths_are_the_longest_prompts(checkpoints, tmp_path)
     from freres_lmms.data.checkpoints import testbed_checkpoint
     from freres_lmms.data.synthetic import generate
     from freres_lmms.data.video import load_video
+    from freres_lmms.lmms.wrapper import prompt_text
 
     spec = importlib.util.spec_from_file_location("synthetic_task", ROOT / "task_configs" / "freres_synthetic" / "utils.py")
     task = importlib.util.module_from_spec(spec)
@@ -199,8 +200,7 @@ def test_synthetic_prompt_lengths_are_the_longest_prompts(checkpoints, tmp_path)
         lengths = []
         for doc in docs:
             clip = load_video(str(tmp_path / doc["video"]), bench.frames)
-            content = [{"type": "video"}, {"type": "text", "text": task.doc_to_text(doc)}]
-            text = processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+            text = prompt_text(processor, task.doc_to_text(doc), videos=1)  # what the wrapper sends
             ids = processor(text=[text], videos=[clip.frames], video_metadata=[clip.metadata()], return_tensors="pt")["input_ids"][0]
             lengths.append(int((ids != video_id).sum()))
         assert bench.text_tokens[family] == max(lengths), family

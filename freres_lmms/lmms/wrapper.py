@@ -38,6 +38,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FRAME_ENCODINGS = ("paired", "per_frame")
 
 
+def prompt_text(processor, context: str, videos: int, images: int = 0) -> str:
+    """The chat prompt a sample is sent with: its videos, then images, then the task's text."""
+    content = [{"type": "video"} for _ in range(videos)] + [{"type": "image"} for _ in range(images)]
+    content.append({"type": "text", "text": context.replace("<image>", "").strip()})
+    return processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+
+
 class SampleError(ValueError):
     """A sample cannot be answered; the message names the problem."""
 
@@ -203,10 +210,7 @@ class FreresQwenVL(lmms):
                 raise SampleError(f"unsupported visual of type {type(visual).__name__}")
         if not videos and not images and not self.allow_text_only:
             raise SampleError("sample has no video or image (pass allow_text_only=true to answer it from text alone)")
-        content = [{"type": "video"} for _ in videos] + [{"type": "image"} for _ in images]
-        content.append({"type": "text", "text": context.replace("<image>", "").strip()})
-        text = self.processor.apply_chat_template([{"role": "user", "content": content}],
-                                                  tokenize=False, add_generation_prompt=True)
+        text = prompt_text(self.processor, context, len(videos), len(images))
         return PreparedSample(index, text, videos, metadata, images, dict(gen_kwargs or {}))
 
     def _batches(self, samples: list[PreparedSample]):

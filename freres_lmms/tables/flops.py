@@ -24,7 +24,7 @@ import math
 
 from omegaconf import DictConfig
 
-from ..config import compose, experiment_presets, input_size, prompt_tokens
+from ..config import compose, experiment_presets, input_grid, input_size, prompt_tokens
 from ..tokens import resolve
 
 R_DECODE = 100
@@ -111,11 +111,11 @@ def retention_profile(full: int, layers: int, outer: float, inner: float | None,
 
 def backbone_numbers(backbone) -> dict:
     """``{d, m, layers, tokens_per_frame, frames}`` of a ``spec.Backbone``."""
-    if backbone.experiment:
-        resolved = resolve(compose([f"experiment={backbone.experiment}"]))
-        model, frames = resolved.cfg.model, input_size(resolved.cfg)[0]
+    if backbone.experiment:  # the full-token count is the preset's grid: no method to run
+        cfg = compose([f"experiment={backbone.experiment}"])
+        model, frames = cfg.model, input_size(cfg)[0]
         return {"d": int(model.hidden_size), "m": int(model.intermediate_size), "layers": int(model.num_layers),
-                "tokens_per_frame": resolved.full_tokens / frames, "frames": frames}
+                "tokens_per_frame": math.prod(input_grid(cfg)) / frames, "frames": frames}
     return {"d": backbone.hidden_size, "m": backbone.intermediate_size, "layers": backbone.num_layers,
             "tokens_per_frame": backbone.tokens_per_frame, "frames": backbone.frames}
 
