@@ -6,7 +6,7 @@ Counts need no model: each preset runs on a synthetic clip of the paper's shapes
 grids; 16 frames for Table 5, 1800 for the dense row) from ``freres_lmms.tokens.drifting_features``
 (a base grid, a slow drift and small noise), on the CPU in fp32 with D=64. Table 5 counts only
 the temporal branch (P-tokens, summaries, statics); what the energy filter keeps depends on the
-clip, so ours are this clip's, not the paper's videos'. See the README's reading of Table 5.
+clip, so ours are this clip's, not the paper's videos'. See docs/methods.md for our reading of Table 5.
 """
 
 from __future__ import annotations

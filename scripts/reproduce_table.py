@@ -5,7 +5,7 @@
     python scripts/reproduce_table.py table=flops                               # equation S3 for every preset
 
 Table ids (or aliases): freres_t1..t6 (1..6), freres_fig3 (fig3), adaretake_t1..t4 (ada1..ada4),
-supp_s1..s8 (s1..s8), flops. See freres_lmms/tables/reproduce.py and the README.
+supp_s1..s8 (s1..s8), flops. See freres_lmms/tables/reproduce.py and docs/tables.md.
 """
 
 import sys

@@ -2,10 +2,13 @@
 
     python scripts/testbed_table.py                                  # the shipped testbed checkpoints
     python scripts/testbed_table.py --checkpoints DIR1 DIR2 --limit 70 --out outputs/table.md
+    python scripts/testbed_table.py --methods cdpruner --limit 140 --out results/cdpruner_relevance.md \
+        --variants relevance_sign=official,relevance_text=question relevance_sign=positive,relevance_text=all
 
 Each row is one lmms-eval run (``freres_lmms.synthetic_eval.evaluate``: through Python, so a
 failed run is an error here, not a silent exit 0) of ``freres_synthetic`` with one checkpoint and one method: ``full``, then every other
-registered method at each ``--budgets`` ratio. A budget a method cannot meet (``uniform`` below
+registered method (or each of ``--methods``) at each ``--budgets`` ratio, once per ``--variants``
+entry (knobs added to every run, ``key=value,key=value``). A budget a method cannot meet (``uniform`` below
 one temporal slice) makes every sample fail; the row then says so instead of showing 0%.
 Writes Markdown and CSV (``--out``, ``--out`` with ``.csv``).
 """
@@ -23,9 +26,19 @@ from freres_lmms.regression import runs  # noqa: E402
 from freres_lmms.data.synthetic import ensure_synthetic  # noqa: E402
 from freres_lmms.synthetic_eval import evaluate  # noqa: E402
 
-def rows_to_run(budgets: list[float]) -> list[tuple[str, dict]]:
-    """``full``, then every other registered method at each budget (the regression checks' order)."""
-    return runs(budgets=budgets)
+def rows_to_run(budgets: list[float], methods: list[str] | None = None,
+                variants: list[dict] | None = None) -> list[tuple[str, dict]]:
+    """``full``, then every other registered method at each budget (the regression checks' order),
+    each with every variant's knobs."""
+    return [(method, {**knobs, **variant}) for method, knobs in runs(methods, budgets=budgets)
+            for variant in (variants or [{}])]
+
+
+def parse_variant(text: str) -> dict:
+    """``key=value,key=value`` -> knobs, values typed as lmms-eval types model_args."""
+    from lmms_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,14 +46,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoints", nargs="+", default=["testbed-qwen2vl", "testbed-qwen3vl"],
                         help="checkpoint dirs or testbed names")
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.25, 0.1])
+    parser.add_argument("--methods", nargs="+", default=None, help="registered method names (default: all)")
+    parser.add_argument("--variants", nargs="+", type=parse_variant, default=None,
+                        help="knob sets, each key=value,key=value, run for every method and budget")
     parser.add_argument("--limit", type=int, default=None, help="first N test samples (types interleave)")
     parser.add_argument("--out", default=str(ROOT / "results" / "testbed.md"))
     args = parser.parse_args(argv)
     ensure_synthetic()
     import pandas as pd
 
-    rows = [evaluate(ckpt, method, knobs, args.limit)
-            for ckpt in args.checkpoints for method, knobs in rows_to_run(args.budgets)]
+    rows = []
+    for ckpt in args.checkpoints:
+        for method, knobs in rows_to_run(args.budgets, args.methods, args.variants):
+            row = evaluate(ckpt, method, knobs, args.limit)
+            extra = {k: v for k, v in knobs.items() if k != "budget"}
+            rows.append({**row, "knobs": ",".join(f"{k}={v}" for k, v in extra.items())} if extra else row)
     table = pd.DataFrame(rows)
     table = table.astype(object).where(table.notna(), None)  # blank cells, not "nan"
     out = Path(args.out)

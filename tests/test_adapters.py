@@ -174,3 +174,55 @@ def test_adapter_refuses_wrong_family(loaded):
     model, processor = loaded["qwen2vl"]
     with pytest.raises(ValueError, match="qwen3_vl"):
         ADAPTERS["qwen3vl"](model, processor)
+
+
+@dataclass
+class KeepSlices(SelectionMethod):
+    """Keeps whole temporal slices (test-only selection method)."""
+
+    name = "keep_slices"
+    slices: tuple = (0,)
+
+    def select(self, video: VideoTokens) -> torch.Tensor:
+        t, h, w = video.grid
+        return (torch.tensor(self.slices)[:, None] * (h * w) + torch.arange(h * w)[None, :]).flatten()
+
+
+@pytest.mark.parametrize("method, kept", [(UniformMethod(stride=2), [0, 2]), (KeepSlices(slices=(1, 2)), [1, 2]),
+                                          (KeepSlices(slices=(3,)), [3])])
+def test_qwen3_prompt_of_kept_slices_equals_the_processors_prompt_for_them(loaded, videos, method, kept):
+    """Dropping whole slices drops their timestamps too: input_ids, positions and logits equal those of
+    the kept frames alone through the processor and the full path (``keep_dropped_timestamps`` keeps them)."""
+    from freres_lmms.data.video import LoadedVideo
+    from freres_lmms.lmms.wrapper import prompt_text
+
+    model, processor = loaded["qwen3vl"]
+    clip = load_video(videos[3]["video"], 8)  # 8 frames: 4 slices of two
+    frames = [f for s in kept for f in (2 * s, 2 * s + 1)]
+    alone = LoadedVideo(clip.frames[frames], clip.fps, [clip.indices[f] for f in frames], clip.total_frames)
+    text = prompt_text(processor, QUESTION, 1)
+    inputs = [dict(processor(text=[text], videos=[c.frames], video_metadata=[c.metadata()], return_tensors="pt"))
+              for c in (clip, alone)]
+    adapter = ADAPTERS["qwen3vl"](model, processor)
+    ours, stats = adapter.compress_inputs(inputs[0], method)
+    reference, _ = adapter.compress_inputs(inputs[1], FullMethod())
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "position_ids"):
+        assert torch.equal(ours[key], reference[key]), key
+    with torch.no_grad():
+        torch.testing.assert_close(model(**ours).logits, model(**reference).logits, rtol=1e-4, atol=1e-4)
+    old, _ = ADAPTERS["qwen3vl"](model, processor, keep_dropped_timestamps=True).compress_inputs(inputs[0], method)
+    seconds = processor.tokenizer.convert_tokens_to_ids("Ġseconds")
+    assert int((old["input_ids"] == seconds).sum()) == 4 and int((ours["input_ids"] == seconds).sum()) == len(kept)
+    assert stats[0].visual_tokens_after == old["mm_token_type_ids"].eq(2).sum() == ours["mm_token_type_ids"].eq(2).sum()
+
+
+def test_qwen3_batch_with_different_dropped_slices_equals_single_rows(loaded, videos):
+    model, processor = loaded["qwen3vl"]
+    adapter = ADAPTERS["qwen3vl"](model, processor)
+    batch = prepare(processor, [videos[3]["video"], videos[5]["video"]], frames=[8, 6])
+    ours, _ = adapter.compress_inputs(batch, UniformMethod(stride=2))
+    for row, (path, frames) in enumerate([(videos[3]["video"], 8), (videos[5]["video"], 6)]):
+        single, _ = adapter.compress_inputs(prepare(processor, [path], frames), UniformMethod(stride=2))
+        n = single["input_ids"].shape[1]
+        assert torch.equal(ours["input_ids"][row, -n:], single["input_ids"][0])
+        assert torch.equal(ours["position_ids"][1:, row, -n:], single["position_ids"][1:, 0])

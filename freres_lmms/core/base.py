@@ -54,13 +54,17 @@ class VideoTokens:
     deepstack : list of Tensor[T, H, W, D]
         Qwen3-VL DeepStack features (one per injected LLM layer); empty for other families.
     query : Tensor[Q, D] or None
-        Embeddings of the question's text tokens, for query-aware methods.
+        Embeddings of the text tokens after the video in its prompt, for query-aware methods.
+    question : BoolTensor[Q] or None
+        Which rows of ``query`` are the question itself: the user's text, without the chat
+        template's tail (end of turn, assistant header) or vision markers. None: all of them.
     """
 
     features: torch.Tensor
     positions: torch.Tensor
     deepstack: list[torch.Tensor] = field(default_factory=list)
     query: torch.Tensor | None = None
+    question: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.features.ndim != 4:

@@ -11,8 +11,12 @@ each step vectorised over all frames at once.
 
 Qwen adaptation (no official Qwen/video code; methods.md §2f): the similarity features are the
 vision-tower output (already in LLM space), and the relevance is the cosine between each visual
-token and the question's LLM input embeddings (``VideoTokens.query``), averaged over the question
-tokens, as in the OpenVINO GenAI port. Without a query every token has relevance 1 (plain DPP).
+token and the question's LLM input embeddings (``VideoTokens.query``, the rows ``question`` marks:
+the user's text after the video, as the official code embeds the question string; ``relevance_text
+="all"`` takes the chat template's tail too), averaged over the question tokens, as in the OpenVINO
+GenAI port, with the cosine's own sign (``relevance_sign="official"`` negates it as the official
+code negates its CLIP cosine; on the testbeds the positive sign measured better on average,
+docs/methods.md). Without a query every token has relevance 1 (plain DPP).
 
 Rank: ``rank(L) <= min(N, D)``. When every unpicked token's conditional variance ``d^2`` falls
 below ``eps`` (the requested count exceeds the kernel's numerical rank), the remaining picks of
@@ -30,6 +34,8 @@ from .base import CompressionError, SelectionMethod, VideoTokens
 from .budget import budget_tokens
 
 RELEVANCE_NORMS = ("clip", "frame")
+RELEVANCE_SIGNS = ("official", "positive")
+RELEVANCE_TEXTS = ("question", "all")
 
 # fp32 elements of one chunk of frames when normalising features (1 GiB): bounds the transient
 # fp32 copy on long clips (1800 x 576 x 4096 would otherwise need 17 GB); each chunk is batched.
@@ -64,11 +70,6 @@ def normalise_relevance(raw: torch.Tensor | None, norm: str = "clip", shape=None
     """
     if raw is None:
         return torch.ones(shape)
-    # No minus sign, unlike the official code: there the relevance is a CLIP patch-text cosine,
-    # which the authors negate because it ranks patches counter-intuitively (the OpenVINO port
-    # keeps the negation for CLIP only, `use_negative_relevance`). Here both sides live in the
-    # LLM input-embedding space, where a higher cosine means more related; negating would make the
-    # kernel prefer the tokens least related to the question (methods.md §2g).
     dims = (0, 1) if norm == "clip" else (1,)
     low = raw.amin(dim=dims, keepdim=True)
     span = raw.amax(dim=dims, keepdim=True) - low
@@ -153,6 +154,16 @@ class CDPrunerMethod(SelectionMethod):
     relevance_norm : str
         ``"clip"`` (default): relevance min-max over all frames of the clip, as the official code
         normalises over its whole batch; ``"frame"``: per frame.
+    relevance_sign : str
+        ``"official"``: the negated cosine, as the official code computes its CLIP patch-text
+        relevance; ``"positive"``: the cosine itself. The official code negates a CLIP cosine,
+        which ranks patches counter-intuitively (the OpenVINO port keeps the negation for CLIP
+        only, ``use_negative_relevance``); here both sides are LLM input embeddings, where the
+        sign's meaning is an empirical question (docs/methods.md: both measured on the testbeds).
+    relevance_text : str
+        ``"question"``: the question's own tokens (the user's text after the video, as the
+        official code embeds the question string); ``"all"``: every text token after the video,
+        the chat template's tail (end of turn, assistant header) included.
     eps : float
         Conditional-variance floor below which a frame's DPP is exhausted (see ``greedy_map``).
     """
@@ -161,6 +172,8 @@ class CDPrunerMethod(SelectionMethod):
     tokens_per_frame: int = 64
     budget: int | float | None = None
     relevance_norm: str = "clip"
+    relevance_sign: str = "positive"
+    relevance_text: str = "question"
     eps: float = 1e-6
     last_counts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -172,6 +185,9 @@ class CDPrunerMethod(SelectionMethod):
         if self.relevance_norm not in RELEVANCE_NORMS:
             raise CompressionError(f"cdpruner: relevance_norm must be one of {', '.join(RELEVANCE_NORMS)}, "
                                    f"got {self.relevance_norm!r}")
+        for knob, allowed in (("relevance_sign", RELEVANCE_SIGNS), ("relevance_text", RELEVANCE_TEXTS)):
+            if getattr(self, knob) not in allowed:
+                raise CompressionError(f"cdpruner: {knob} must be one of {', '.join(allowed)}, got {getattr(self, knob)!r}")
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps > 0:
             raise CompressionError(f"cdpruner: eps must be a positive number, got {self.eps!r}")
 
@@ -186,12 +202,18 @@ class CDPrunerMethod(SelectionMethod):
         n = h * w
         device = video.features.device
         counts = self.counts(t, n).to(device)
-        has_query = video.query is not None and video.query.numel() > 0
+        query = video.query
+        if query is not None and self.relevance_text == "question" and video.question is not None:
+            query = query[video.question]
+        has_query = query is not None and query.numel() > 0
         self.last_counts = {"per_frame": counts.tolist(), "total": int(counts.sum()),
-                            "relevance": self.relevance_norm if has_query else "none (no query: plain DPP)"}
+                            "relevance": f"{self.relevance_norm}/{self.relevance_sign}/{self.relevance_text}"
+                            if has_query else "none (no query: plain DPP)"}
         if bool((counts == n).all()):  # everything kept: the DPP would only reorder
             return torch.arange(t * n, device=device)
-        sim, raw = token_cosines(video.features.reshape(t, n, -1), video.query)
+        sim, raw = token_cosines(video.features.reshape(t, n, -1), query)
+        if raw is not None and self.relevance_sign == "official":
+            raw = -raw
         rel = normalise_relevance(raw, self.relevance_norm, (t, n)).to(device)
         kernel = sim.mul_(rel[:, :, None]).mul_(rel[:, None, :])  # L = diag(r) S diag(r), in place
         k = int(counts.max())

@@ -68,13 +68,15 @@ def evenly_spaced(count: int, length: int, device=None) -> torch.Tensor:
     return torch.linspace(0, length - 1, count, dtype=torch.float64, device=device).round().long().unique()
 
 
-def cell_weights(h: int, w: int, pool: int, device=None) -> torch.Tensor:
-    """(weights [pool*pool, H*W], cell of each grid token [H*W]): row ``c`` of ``weights``
-    averages the tokens of cell ``c``. Cells split the grid as evenly as integers allow."""
-    rows = torch.arange(h, device=device) * pool // h
-    cols = torch.arange(w, device=device) * pool // w
-    cell = (rows[:, None] * pool + cols[None, :]).flatten()  # [HW]
-    member = torch.nn.functional.one_hot(cell, pool * pool).T.float()  # [C, HW]
+def cell_weights(h: int, w: int, pool: int | tuple[int, int], device=None) -> torch.Tensor:
+    """(weights [cells, H*W], cell of each grid token [H*W]): row ``c`` of ``weights`` averages the
+    tokens of cell ``c``. ``pool`` is the side of the cell grid (or its rows and columns); cells
+    split the token grid as evenly as integers allow."""
+    rows_per, cols_per = (pool, pool) if isinstance(pool, int) else pool
+    rows = torch.arange(h, device=device) * rows_per // h
+    cols = torch.arange(w, device=device) * cols_per // w
+    cell = (rows[:, None] * cols_per + cols[None, :]).flatten()  # [HW]
+    member = torch.nn.functional.one_hot(cell, rows_per * cols_per).T.float()  # [C, HW]
     return member / member.sum(1, keepdim=True), cell
 
 
@@ -96,18 +98,35 @@ def grouped_dct_basis(lengths: torch.Tensor, k: int, device=None) -> torch.Tenso
 
 
 def window_layout(t: int, groups: int, span: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One temporal group per anchor: a window of ``span`` frames from each of ``groups`` evenly
-    spaced home frames (shifted left at the clip's end so every window has ``span`` frames;
-    windows overlap when ``span`` exceeds the anchor interval). Returns each window's first frame
-    [G], each window's length [G], and each frame's own group [T] (the last home at or before it)."""
+    """One temporal group per anchor: a window of the ``span`` frames after each of ``groups``
+    evenly spaced home frames, whose residuals are taken against the frame before the window (its
+    anchor; shifted left at the clip's end so every window has ``span`` frames; windows overlap
+    when ``span`` exceeds the anchor interval). Returns each window's first frame [G] (its
+    reference is the frame before), each window's length [G], and each frame's own group [T]
+    (the last home at or before it: an anchor absorbs from the window that follows it)."""
     homes = evenly_spaced(groups, t, device)
-    starts = homes.clamp(max=t - span)
+    starts = (homes + 1).clamp(max=t - span)
     frame_group = torch.searchsorted(homes, torch.arange(t, device=device), right=True) - 1
     return starts, torch.full((groups,), span, device=device), frame_group
 
 
+@lru_cache(maxsize=256)
+def p_frame_groups(t: int, backbone: int, groups: int) -> tuple[int, int]:
+    """Contiguous groups of a clip whose ``backbone`` evenly spaced frames are I-frames: the most
+    groups, at most ``groups``, that leave every group two P-frames or more, and the fewest P-frames
+    a group then has (its effective length: I-frames have no residual). (0, 0) when none do."""
+    is_p = torch.ones(t)
+    is_p[evenly_spaced(backbone, t)] = 0.0
+    for count in range(min(groups, int(is_p.sum()) // 2), 0, -1):  # shape only, cached: a few tries
+        fewest = int(torch.bincount(group_layout(t, count)[0], weights=is_p, minlength=count).min())
+        if fewest >= 2:
+            return count, fewest
+    return 0, 0
+
+
 @lru_cache(maxsize=32)
-def temporal_layout(t: int, h: int, w: int, groups: int, k: int, pool: int, device: torch.device, span: int | None = None) -> dict:
+def temporal_layout(t: int, h: int, w: int, groups: int, k: int, pool: tuple[int, int], device: torch.device,
+                    span: int | None = None) -> dict:
     """Everything of the temporal branch that depends only on the shapes, built once per shape.
 
     Groups are ``groups`` contiguous parts of the clip, or with ``span`` one window of ``span``
@@ -150,13 +169,17 @@ class FreResMethod(Method):
     Parameters
     ----------
     anchors : int
-        Anchor frames ``A`` (evenly spaced latent frames).
+        Anchor frames ``A`` (evenly spaced latent frames; ``min(A, T)`` on a ``T``-slice clip).
+        They are also the I-frame backbone of the temporal branch.
     tokens_per_anchor : int or None
-        Raw tokens ``r`` kept per anchor; None keeps all but one token per block.
+        Raw tokens ``r`` kept per anchor at most; None: all but one token per block.
+    min_tokens_per_anchor : int or None
+        Floor of ``r`` under a budget: below it the budget takes fewer anchors instead of fewer
+        tokens per anchor. None: a quarter of the grid (``H*W // 4``).
     block : int
         Block size of the anchor pruning.
     groups : int
-        Temporal groups ``G`` (contiguous; capped at the number of frames).
+        Temporal groups ``G`` (contiguous; at most ``T // 2``, so every group has two frames).
     group_span : int or None
         The grouping scale ``g`` of the paper's Table 5, in our reading: one temporal group per
         anchor (``G = A``, ``groups`` is then unused), each a window of ``round(g * T / A)``
@@ -167,9 +190,12 @@ class FreResMethod(Method):
     max_coefficients : int
         ``K_max`` of the budget rule.
     pool : int
-        Side ``s`` of the spatial pooling grid (``s * s`` cells).
+        Side ``s`` of the spatial pooling grid (``s * s`` cells; capped at the token grid's sides).
     statics : int
-        Static background tokens.
+        Static background tokens at most.
+    temporal_share : float
+        Under a budget, the most of it the temporal branch (P-tokens, summaries, statics) may
+        reserve before the anchors are sized; the anchors take the rest (and leave K to the rule).
     tau : float
         Cosine distance (of pooled latent frames) above which a frame becomes an event I-frame.
     energy_floor : float
@@ -187,6 +213,7 @@ class FreResMethod(Method):
     name = "freres"
     anchors: int = 8
     tokens_per_anchor: int | None = None
+    min_tokens_per_anchor: int | None = None
     block: int = 3
     groups: int = 8
     group_span: int | None = None
@@ -194,6 +221,7 @@ class FreResMethod(Method):
     max_coefficients: int = 8
     pool: int = 4
     statics: int = 24
+    temporal_share: float = 0.1
     tau: float = 0.3
     energy_floor: float = 0.05
     mode: str = "absorber"
@@ -207,71 +235,120 @@ class FreResMethod(Method):
             value = getattr(self, knob)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CompressionError(f"freres: {knob} must be a positive int, got {value!r}")
-        if self.tokens_per_anchor is not None and (not isinstance(self.tokens_per_anchor, int) or self.tokens_per_anchor < 1):
-            raise CompressionError(f"freres: tokens_per_anchor must be a positive int, got {self.tokens_per_anchor!r}")
-        if self.group_span is not None and (isinstance(self.group_span, bool) or not isinstance(self.group_span, int) or self.group_span < 1):
-            raise CompressionError(f"freres: group_span must be a positive int or None, got {self.group_span!r}")
-        if not isinstance(self.statics, int) or self.statics < 0:
+        for knob in ("tokens_per_anchor", "min_tokens_per_anchor", "group_span"):
+            value = getattr(self, knob)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise CompressionError(f"freres: {knob} must be a positive int or None, got {value!r}")
+        if isinstance(self.statics, bool) or not isinstance(self.statics, int) or self.statics < 0:
             raise CompressionError(f"freres: statics must be a non-negative int, got {self.statics!r}")
         if self.mode not in MODES:
             raise CompressionError(f"freres: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode == "idct_reconstruction" and self.group_span is not None:
             raise CompressionError("freres: idct_reconstruction rebuilds each P-frame once, which overlapping "
                                    "group_span windows do not define; use groups instead")
-        if not 0.0 <= float(self.energy_floor) < 1.0:
-            raise CompressionError(f"freres: energy_floor must lie in [0, 1), got {self.energy_floor}")
+        for knob, low_open in (("energy_floor", False), ("temporal_share", True)):
+            value = getattr(self, knob)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    (0.0 < value if low_open else 0.0 <= value) and value < 1.0):
+                raise CompressionError(f"freres: {knob} must lie in {'(0' if low_open else '[0'}, 1), got {value!r}")
+        budget_tokens(self.budget, 1)  # type and sign check only (the size is known per video)
         if self.adapter is not None:
             self.fusion = FreResFusion.from_pretrained(self.adapter)
 
     # -- the budget rule ------------------------------------------------------------------------
+    def _temporal_shape(self, t: int, backbone: int, most: int | None = None) -> tuple[int, int | None, int, str | None]:
+        """(groups, window span or None, effective length of the shortest group, why the branch is off).
+
+        The effective length counts the frames with a residual (I-frames have none): it caps K,
+        except for the iDCT ablation, whose reconstruction takes every coefficient a group has."""
+        if self.mode == "anchor_only":
+            return 0, None, 0, "mode anchor_only"
+        if self.group_span is not None:  # one window per anchor, g anchor intervals long
+            span = min(t - 1, round(self.group_span * t / backbone))
+            if span < 2:
+                return 0, None, 0, f"a {t}-slice clip gives windows of {max(span, 0)} P-frame (a DCT needs 2)"
+            return backbone, span, span, None
+        if backbone >= t:
+            return 0, None, 0, f"the {backbone} anchors (I-frames) cover all {t} slices: no P-frame has a residual"
+        groups, fewest = p_frame_groups(t, backbone, most or self.groups)
+        if not groups:
+            return 0, None, 0, f"{t - backbone} P-frame(s) of {t} slices: no group of two P-frames (a DCT needs 2)"
+        return groups, None, t // groups if self.mode == "idct_reconstruction" else fewest, None
+
     def plan(self, t: int, h: int, w: int) -> dict:
-        """Counts per branch for a ``T x H x W`` grid: anchors, tokens per anchor, groups, K, cells, statics."""
-        if self.pool > min(h, w):
-            raise CompressionError(f"freres: pool {self.pool} exceeds the {h}x{w} token grid")
+        """Counts per branch for a ``T x H x W`` grid: anchors, tokens per anchor, groups, K, cells, statics.
+
+        The rule (docs/methods.md, "Fre-Res"): the temporal branch reserves its tokens within
+        ``temporal_share`` of the budget (K down to 1, then fewer statics, then fewer, longer
+        groups, else off); the anchors take the rest, ``A = min(anchors, T)`` and
+        ``r = floor(room / A)`` capped at the block-pruning count, with fewer anchors only where
+        ``r`` would fall below ``min_tokens_per_anchor``; then ``K = min(floor(B_fre / (G S)),
+        L_eff, K_max)`` from what the anchors leave (paper appendix F.1). With no P-frames, no
+        two-frame group or no room, the temporal branch is off and its tokens go to the anchors.
+        """
+        hw = h * w
         raw_on = self.mode != "temporal_only"
-        temporal_on = self.mode != "anchor_only"
-        anchors = min(self.anchors, t) if raw_on else 0
-        per_anchor = self.tokens_per_anchor
-        if per_anchor is None:
-            per_anchor = h * w - math.ceil(h / self.block) * math.ceil(w / self.block) if h * w > 1 else 1
-        if per_anchor > h * w:
-            raise CompressionError(f"freres: tokens_per_anchor {per_anchor} exceeds the {h}x{w} grid")
-        statics = min(self.statics, h * w) if temporal_on else 0
-        cells = self.pool * self.pool
-        span = None
-        if self.group_span is None:
-            groups = min(self.groups, t) if temporal_on else 0
-            shortest = t // groups if groups else 0
-        else:  # one window per (configured) anchor frame, g anchor intervals long
-            groups = min(self.anchors, t) if temporal_on else 0
-            span = min(t, max(1, round(self.group_span * t / max(groups, 1))))
-            shortest = span if groups else 0
-        k = min(self.coefficients, shortest)
-        budget = self.budget
-        dynamic_cap = t * cells if self.mode == "idct_reconstruction" else groups * k * cells
-        if budget is None and anchors * per_anchor + dynamic_cap + groups + statics > t * h * w:
-            budget = t * h * w  # never more tokens than the video had: the budget rule at full size
-        if budget is not None:
-            total = budget_tokens(budget, t * h * w)
-            fixed = groups + statics
-            # iDCT reconstruction emits one pooled residual per frame and cell: that room is set
-            # aside before the anchors, which shrink to fit like the other branches' fixed tokens
-            reserved = t * cells if self.mode == "idct_reconstruction" else 0
-            room = total - fixed - reserved
-            if anchors and anchors * per_anchor > room:
-                # budget-adaptive: fewer anchors first, then fewer tokens per anchor
-                anchors = max(1, min(anchors, room // per_anchor))
-                per_anchor = min(per_anchor, room // anchors)
-            if room - anchors * per_anchor < 0 or (raw_on and per_anchor < 1):
-                what = " + one residual per frame and cell" if reserved else ""
-                raise CompressionError(
-                    f"freres: budget {budget} ({total} tokens) is below the minimum "
-                    f"{fixed + reserved + (1 if raw_on else 0)} (summaries + statics{what} + one anchor token)"
-                )
-            spare = total - fixed - anchors * per_anchor
-            k = min(spare // (groups * cells), shortest, self.max_coefficients) if groups else 0
-        return {"anchors": anchors, "tokens_per_anchor": per_anchor, "groups": groups, "coefficients": k,
-                "cells": cells, "statics": statics, "span": span}
+        idct = self.mode == "idct_reconstruction"
+        pool = (min(self.pool, h), min(self.pool, w))
+        cells = pool[0] * pool[1]
+        r_max = self.tokens_per_anchor
+        if r_max is None:  # all but the weakest token of each block
+            r_max = hw - math.ceil(h / self.block) * math.ceil(w / self.block) if hw > 1 else 1
+        if r_max > hw:
+            raise CompressionError(f"freres: tokens_per_anchor {r_max} exceeds the {h}x{w} grid")
+        r_floor = min(r_max, self.min_tokens_per_anchor or max(1, hw // 4))
+        backbone = min(self.anchors, t)  # the evenly spaced I-frames; emitted unless temporal_only
+        anchors = backbone if raw_on else 0
+        groups, span, length, off = self._temporal_shape(t, backbone)
+        k = min(self.coefficients, length)
+        statics = min(self.statics, hw) if groups and backbone >= 2 else 0  # a mean over 2+ anchors
+
+        def request(g, kk, s):  # the temporal branch's tokens at most
+            return g + s + (t * cells if idct else g * kk * cells)
+
+        total = None
+        if self.budget is not None:
+            total = budget_tokens(self.budget, t * hw)
+        elif anchors * r_max + (request(groups, k, statics) if groups else 0) > t * hw:
+            total = t * hw  # never more tokens than the video had: the budget rule at full size
+        r = r_max
+        if total is not None:
+            if groups:
+                # what the branch may reserve: all of it alone, room for one anchor token with the
+                # iDCT ablation (its rebuilt residuals are the point of that row), else a share
+                cap = total if not raw_on else total - 1 if idct else math.floor(self.temporal_share * total)
+                if request(groups, k, statics) > cap and not idct:
+                    k = max(1, min(k, (cap - groups - statics) // (groups * cells)))
+                if request(groups, k, statics) > cap:
+                    statics = max(0, min(statics, cap - request(groups, k, 0)))
+                if request(groups, k, statics) > cap and span is None and not idct:
+                    fewer = min(groups, cap // (cells + 1))  # fewer, longer groups: one coefficient each
+                    groups, _, length, _ = self._temporal_shape(t, backbone, fewer) if fewer else (0, None, 0, None)
+                if not groups or request(groups, k, statics) > cap:
+                    off = (f"budget {self.budget} ({total} tokens) leaves the temporal branch {cap}, "
+                           f"below its minimum {request(1 if span is None else backbone, 1, 0)}")
+                    groups, k, statics = 0, 0, 0
+            room = total - (request(groups, k, statics) if groups else 0)
+            if raw_on:
+                r = min(r_max, room // anchors)
+                if r < r_floor:  # fewer anchors rather than anchors too sparse to read
+                    anchors = max(1, min(anchors, room // r_floor))
+                    r = min(r_max, room // anchors)
+                if r < 1:
+                    raise CompressionError(
+                        f"freres: budget {self.budget} ({total} tokens) is below the minimum "
+                        f"{request(groups, k, statics) + 1} (one residual per frame and cell + "
+                        f"summaries + statics + one anchor token)")
+            if groups and not idct:  # the paper's K from what the anchors leave
+                spare = total - anchors * r - groups - statics
+                k = min(spare // (groups * cells), length, self.max_coefficients)
+        if not groups:
+            if off and not raw_on:
+                raise CompressionError(f"freres: temporal_only has nothing to emit: {off}")
+            k, statics, span = 0, 0, None
+        return {"anchors": anchors, "tokens_per_anchor": r, "groups": groups, "coefficients": k,
+                "cells": cells, "pool": pool, "statics": statics, "span": span, "backbone": backbone,
+                "temporal_off": off if not groups else None}
 
     # -- the method -------------------------------------------------------------------------------
     def compress(self, video: VideoTokens) -> CompressedVideo:
@@ -289,20 +366,22 @@ class FreResMethod(Method):
             fusion.check(video.features.shape[-1])
             fusion.to(device=device, dtype=video.features.dtype)
 
-        # temporal_only still takes the anchors' frames as I-frames and for the statics
-        anchor_frames = evenly_spaced(plan["anchors"] or min(self.anchors, t), t, device)
+        # temporal_only still takes the backbone's frames as I-frames and for the statics
+        anchor_frames = evenly_spaced(plan["anchors"] or plan["backbone"], t, device)
         anchor_grid = flats[0].index_select(0, anchor_frames)  # [A, HW, D]: anchor energy and statics
+        unseen = None  # grid positions that no emitted anchor shows: where statics may go
         if plan["anchors"]:  # launched before the temporal branch's one host sync, so they overlap it
             energy = torch.linalg.vector_norm(anchor_grid, dim=-1, dtype=torch.float32)
             kept = keep_by_blocks(energy.view(-1, h, w), plan["tokens_per_anchor"], self.block).view(len(anchor_frames), hw)
+            unseen = ~kept.any(0)
             # exactly r per anchor: the kept grid indices in order, without a data-dependent nonzero
             token_of = kept.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :plan["tokens_per_anchor"]]
             token_of = token_of.sort(dim=1).values
             flat_index = (anchor_frames[:, None] * hw + token_of).flatten()
             rows = [f.reshape(t * hw, -1).index_select(0, flat_index) for f in flats]  # one gather per layer
         if plan["groups"]:
-            layout = temporal_layout(t, h, w, plan["groups"], plan["coefficients"], self.pool, device, plan["span"])
-            temporal = self._temporal(flats, anchor_frames, anchor_grid, plan, grid_pos, layout, h, w)
+            layout = temporal_layout(t, h, w, plan["groups"], plan["coefficients"], plan["pool"], device, plan["span"])
+            temporal = self._temporal(flats, anchor_frames, anchor_grid, unseen, plan, grid_pos, layout, h, w)
         if plan["anchors"]:
             if self.mode == "absorber" and plan["groups"]:
                 rows = self._absorb(rows, anchor_frames, token_of, temporal, fusion)
@@ -313,16 +392,19 @@ class FreResMethod(Method):
             with torch.no_grad():
                 parts = [([fusion.raw(r[0].to(fusion.gates.dtype)) if kind == "raw" else fusion.fre(r[0].to(fusion.gates.dtype), kind),
                            *r[1:]], pos, slot, kind) for r, pos, slot, kind in parts]
+        if not any(p[2].numel() for p in parts):  # only temporal_only can get here: no anchors
+            raise CompressionError("freres: temporal_only has nothing to emit: every residual of this clip "
+                                   "is zero or below energy_floor (a still scene)")
         features = [torch.cat([p[0][i].to(x.dtype) for p in parts]) for i, x in enumerate(layers)]
         positions = torch.cat([p[1] for p in parts], 1)
         slots = torch.cat([p[2] for p in parts])
-        self.last_counts = {"anchors": int(parts[0][2].numel()) if plan["anchors"] else 0,
-                            "dynamic": temporal["dynamic"] if plan["groups"] else 0,
-                            "summaries": plan["groups"], "statics": plan["statics"], "plan": plan}
-        self.last_counts["total"] = int(slots.numel())
+        emitted = {kind: int(slot.numel()) for _, _, slot, kind in parts}
+        self.last_counts = {"anchors": emitted.get("raw", 0), "dynamic": emitted.get("dynamic", 0),
+                            "summaries": emitted.get("summary", 0), "statics": emitted.get("static", 0),
+                            "plan": plan, "total": int(slots.numel())}
         return CompressedVideo(features[0], positions, slots, features[1:])
 
-    def _temporal(self, flats, anchor_frames, anchor_grid, plan, grid_pos, layout, h, w) -> dict:
+    def _temporal(self, flats, anchor_frames, anchor_grid, unseen, plan, grid_pos, layout, h, w) -> dict:
         t, hw = flats[0].shape[:2]
         device = flats[0].device
         weights, cell_of, group = layout["weights"], layout["cell_of"], layout["group"]  # [C, HW], [HW], [T]
@@ -342,27 +424,39 @@ class FreResMethod(Method):
         reference = torch.cummax(torch.where(is_i, frame, 0), 0).values
         pooled = [p.float() for p in pooled]
         if "window_frames" in layout:
-            # one GoP per anchor window: residuals against the window's first frame, or a later event
+            # one GoP per anchor window: residuals against the frame before it, or a later event
             frames = layout["window_frames"]  # [G, W]
-            ref = torch.maximum(reference[frames], frames[:, :1])
-            coeffs = [torch.einsum("kw,gwcd->gkcd", layout["window_basis"], p[frames] - p[ref]) for p in pooled]
+            ref = torch.maximum(reference[frames], frames[:, :1] - 1)
+            windows = [p[frames] - p[ref] for p in pooled]  # [G, W, C, D]
+            coeffs = [torch.einsum("kw,gwcd->gkcd", layout["window_basis"], r) for r in windows]
+            moving = (windows[0].norm(dim=-1) > 0).sum(1)  # [G, C]
         else:
             residuals = [p - p.index_select(0, reference) for p in pooled]  # [T, C, D], zero on I-frames
             # per-group DCT along time: one contraction with the [G, K, T] basis
             coeffs = [torch.einsum("gkt,tcd->gkcd", layout["basis"], r) for r in residuals]  # [G, K, C, D]
+            moving = (layout["group_mean"] > 0).float() @ (residuals[0].norm(dim=-1) > 0).float()  # [G, C]
         if plan["statics"]:  # before the host sync below, so these launches overlap the pooling
-            change = torch.linalg.vector_norm(anchor_grid[1:] - anchor_grid[:-1], dim=-1, dtype=torch.float32).sum(0) \
-                if len(anchor_frames) > 1 else torch.zeros(hw, device=device)
-            still = change.argsort(stable=True)[: plan["statics"]].sort().values  # [S] grid positions
-            rows = (anchor_frames[:, None] * hw + still[None, :]).flatten()  # [A*S] flat grid indices
-            statics = [f.reshape(t * hw, -1).index_select(0, rows).view(len(anchor_frames), len(still), -1).float().mean(0)
-                       for f in flats]
-            static_pos = grid_pos[:, anchor_frames][:, :, still].mean(1)  # [3, S]
+            # the grid positions that change least between anchors, among those no emitted anchor
+            # shows (a static there is never a copy of an emitted token; temporal_only: any)
+            change = torch.linalg.vector_norm(anchor_grid[1:] - anchor_grid[:-1], dim=-1, dtype=torch.float32).sum(0)
+            if unseen is not None:
+                change = change.masked_fill(~unseen, float("inf"))
+            order = change.argsort(stable=True)[: plan["statics"]]
+            still = order[torch.isfinite(change[order])].sort().values  # [S'] grid positions (one host sync)
+            rows = (anchor_frames[:, None] * hw + still[None, :]).flatten()  # [A*S'] flat grid indices
+            statics = [f.reshape(t * hw, -1).index_select(0, rows).view(len(anchor_frames), len(still), f.shape[-1])
+                       .float().mean(0) for f in flats]
+            static_pos = grid_pos[:, anchor_frames][:, :, still].mean(1)  # [3, S']
             static_idx = layout["grid_idx"][:, anchor_frames][:, :, still].mean(1)
             static_part = (statics, static_pos.floor().long())
         energy = coeffs[0].norm(dim=-1)  # [G, K, C]
         keep = energy > self.energy_floor * energy.max() if energy.numel() else energy.bool()
-        keep &= energy > 0
+        keep &= energy > 0  # a zero coefficient carries nothing
+        # a cell whose group has n non-zero residuals has n independent coefficients at most: with one
+        # (an event beside it, or a still cell but one frame) each c_k is a multiple of it, and
+        # [r, 0] gives c_1 = c_0. The iDCT ablation rebuilds from every retained coefficient.
+        retained = keep
+        keep = keep & (torch.arange(keep.shape[1], device=device)[None, :, None] < moving[:, None, :])
         g_idx, k_idx, c_idx = keep.nonzero(as_tuple=True)
         # positions and slots: floor of the mean over each region (group frames x cell)
         group_mean, cell_mean = layout["group_mean"], layout["cell_mean"]
@@ -377,24 +471,27 @@ class FreResMethod(Method):
 
         parts = []
         if self.mode == "idct_reconstruction":  # P-frames' pooled residuals from the retained coefficients
-            retained = [c * keep[..., None] for c in coeffs]
+            retained = [c * retained[..., None] for c in coeffs]
             p_frames = (~is_i).nonzero().flatten()
             rebuilt = [torch.einsum("gkt,gkcd->tcd", layout["basis"], c)[p_frames].flatten(0, 1) for c in retained]
-            parts.append((rebuilt, frame_pos[:, p_frames].flatten(1).floor().long(),
-                          slot_of(layout["frame_idx"][:, p_frames].flatten(1)), "dynamic"))
-            count = int(p_frames.numel()) * weights.shape[0]
+            nonzero = rebuilt[0].norm(dim=-1) > 0  # a cell whose group kept no coefficient rebuilds to zero
+            pos = frame_pos[:, p_frames].flatten(1).floor().long()[:, nonzero]
+            parts.append(([r[nonzero] for r in rebuilt], pos,
+                          slot_of(layout["frame_idx"][:, p_frames].flatten(1))[nonzero], "dynamic"))
         else:
             dynamic = [c[g_idx, k_idx, c_idx] for c in coeffs]
             parts.append((dynamic, region_pos[:, g_idx, c_idx].floor().long(), slot_of(region_idx[:, g_idx, c_idx]), "dynamic"))
-            count = int(g_idx.numel())
-        kept_per_group = keep.flatten(1).float()  # [G, K*C]
-        share = kept_per_group / kept_per_group.sum(1, keepdim=True).clamp_min(1.0)
-        summaries = [torch.einsum("gm,gmd->gd", share, c.flatten(1, 2)) for c in coeffs]
-        parts.append((summaries, summary_pos.floor().long(), slot_of(summary_idx), "summary"))
+        # summary: the spatial mean of the group's retained DC coefficients (its pooled mean residual);
+        # the mean over frequencies would cancel (a two-frame group from an I-frame has c1 = -c0), and a
+        # group with fewer than two retained cells would repeat its P-token, so it has no summary
+        dc_keep = keep[:, 0].float()  # [G, C]
+        has_summary = dc_keep.sum(1) >= 2
+        share = dc_keep / dc_keep.sum(1, keepdim=True).clamp_min(1.0)
+        summaries = [torch.einsum("gc,gcd->gd", share, c[:, 0])[has_summary] for c in coeffs]
+        parts.append((summaries, summary_pos.floor().long()[:, has_summary], slot_of(summary_idx)[has_summary], "summary"))
         if plan["statics"]:
             parts.append(static_part + (slot_of(static_idx), "static"))
-        return {"parts": parts, "dynamic": count, "coeffs": coeffs, "keep": keep,
-                "group": group, "cell_of": cell_of}
+        return {"parts": parts, "coeffs": coeffs, "keep": keep, "group": group, "cell_of": cell_of}
 
     def _absorb(self, rows, anchor_frames, tokens, temporal, fusion=None):
         """Each anchor token attends to the retained P-tokens of its own (group, cell): K at most.

@@ -97,6 +97,7 @@ class FreresQwenVL(lmms):
         frame_encoding: str = "paired",
         max_new_tokens: int = 128,
         allow_text_only: bool = False,
+        keep_dropped_timestamps: bool = False,
         max_batch_size: int | None = None,  # passed by lmms-eval's CLI; batches are batch_size
         **method_knobs,
     ) -> None:
@@ -106,6 +107,8 @@ class FreresQwenVL(lmms):
                 f"model id {self.default_method}_{self.family} fixes method={self.default_method}; "
                 f"use --model {method}_{self.family} instead of method={method}"
             )
+        if not isinstance(keep_dropped_timestamps, bool):
+            raise ValueError(f"keep_dropped_timestamps must be true or false, got {keep_dropped_timestamps!r}")
         self.method: Method = build_method(method or self.default_method, **method_knobs)
         if frame_encoding not in FRAME_ENCODINGS:
             raise ValueError(f"frame_encoding must be one of {', '.join(FRAME_ENCODINGS)}, got {frame_encoding!r}")
@@ -123,7 +126,7 @@ class FreresQwenVL(lmms):
         ).to(self._device).eval()
         processor = AutoProcessor.from_pretrained(self.pretrained)
         processor.tokenizer.padding_side = "left"
-        self.adapter = adapter_cls(model, processor)
+        self.adapter = adapter_cls(model, processor, keep_dropped_timestamps=keep_dropped_timestamps)
         self.processor = processor
         self.batch_size_per_gpu = int(batch_size)
         self.max_num_frames = int(max_num_frames)

@@ -53,12 +53,15 @@ class QwenVLAdapter:
         if model_type != cls.model_type:
             raise ValueError(f"{source} is a {model_type!r} checkpoint but the {cls.family} adapter needs {cls.model_type!r}")
 
-    def __init__(self, model, processor):
+    def __init__(self, model, processor, keep_dropped_timestamps: bool = False):
         self.require(getattr(model.config, "model_type", None), "the model")
         self.model = model
         self.processor = processor
         self.video_token_id = model.config.video_token_id
         self.merge = model.config.vision_config.spatial_merge_size
+        self.end_of_turn_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")  # Qwen chat templates
+        # Qwen3-VL: keep the timestamp text of slices a method emptied (the behaviour before it was removed)
+        self.keep_dropped_timestamps = bool(keep_dropped_timestamps)
 
     # -- family hooks -------------------------------------------------------------------------
     def split_deepstack(self, encoded, video: int) -> list[torch.Tensor]:
@@ -68,6 +71,13 @@ class QwenVLAdapter:
     def pack_encoder_output(self, encoded, features: list[torch.Tensor], deepstack: list[list[torch.Tensor]]):
         """The ``mm_encoder_outputs["video"]`` object the stock forward consumes."""
         return type(encoded)(pooler_output=tuple(features))
+
+    def empty_slice_text(self, input_ids: torch.Tensor, positions: torch.Tensor, span: VideoSpan,
+                         out: CompressedVideo) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Text that belongs to slices ``out`` left empty, for families that write text per slice
+        (Qwen3-VL's timestamps): a removal mask over the row ``[L]`` and each token's position shift
+        ``[L]`` (added to a delta that is summed along the row). None: nothing to remove."""
+        return None
 
     # -- the recipe ---------------------------------------------------------------------------
     def video_spans(self, input_ids: torch.Tensor, grids: torch.Tensor) -> list[VideoSpan]:
@@ -85,12 +95,18 @@ class QwenVLAdapter:
             raise ValueError(f"{rows.numel() - start} video placeholder tokens have no video")
         return spans
 
-    def query_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, span: VideoSpan) -> torch.Tensor:
-        """Embeddings of the text after the video in its sample: the question."""
+    def query_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         span: VideoSpan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of the text after the video in its sample, and which of them are the question:
+        the tokens before the end of the user's turn (``<|im_end|>``), vision markers excluded."""
         row_ids = input_ids[span.row]
         after = torch.arange(row_ids.numel(), device=row_ids.device) > span.seq[-1]
-        text = after & attention_mask[span.row].bool() & (row_ids != self.video_token_id)
-        return self.model.get_input_embeddings()(row_ids[text])
+        text = row_ids[after & attention_mask[span.row].bool() & (row_ids != self.video_token_id)]
+        config = self.model.config
+        markers = torch.tensor([config.vision_start_token_id, config.vision_end_token_id], device=text.device)
+        turn_end = (text == self.end_of_turn_id).long().cumsum(0) > 0
+        question = ~turn_end & ~torch.isin(text, markers)
+        return self.model.get_input_embeddings()(text), question
 
     @torch.no_grad()
     def compress_inputs(self, inputs: dict, method: Method) -> tuple[dict, list[CompressionStats]]:
@@ -121,11 +137,13 @@ class QwenVLAdapter:
         for index, span in enumerate(spans):
             t, h, w = span.grid
             features = encoded.pooler_output[index]
+            query, question = self.query_embeddings(input_ids, attention_mask, span)
             video = VideoTokens(
                 features=features.reshape(t, h, w, -1),
                 positions=mrope[:, span.row, span.seq].reshape(3, t, h, w),
                 deepstack=[layer.reshape(t, h, w, -1) for layer in self.split_deepstack(encoded, index)],
-                query=self.query_embeddings(input_ids, attention_mask, span).to(features.dtype),
+                query=query.to(features.dtype),
+                question=question,
             )
             started = _clock(features.device)
             out = method(video)
@@ -168,18 +186,28 @@ class QwenVLAdapter:
         rows = []
         for b in range(input_ids.shape[0]):
             valid = attention_mask[b].bool() & (input_ids[b] != self.video_token_id)
+            # text of emptied slices goes, and every later position moves back by what it spanned, so
+            # the prompt reads as one sampled at the kept slices (Qwen3-VL's timestamps)
+            shift = torch.zeros_like(input_ids[b], dtype=mrope.dtype)
+            row_spans = [(span, out) for span, out in zip(spans, outputs) if span.row == b]
+            if not self.keep_dropped_timestamps:
+                for span, out in row_spans:
+                    found = self.empty_slice_text(input_ids[b], mrope[0, b], span, out)
+                    if found is not None:
+                        valid &= ~found[0]
+                        shift += found[1]
+            shift = shift.cumsum(0)
             text_seq = valid.nonzero(as_tuple=True)[0]
             keys = [text_seq]
             ids = [input_ids[b, text_seq]]
             kinds = [types[b, text_seq]]
-            pos = [mrope[:, b, text_seq]]
-            for span, out in zip(spans, outputs):
-                if span.row != b:
-                    continue
-                keys.append(span.seq[out.slots])
+            pos = [mrope[:, b, text_seq] - shift[text_seq]]
+            for span, out in row_spans:
+                seq = span.seq[out.slots]
+                keys.append(seq)
                 ids.append(torch.full((out.num_tokens,), self.video_token_id, dtype=input_ids.dtype, device=device))
                 kinds.append(torch.full((out.num_tokens,), VIDEO_TYPE, dtype=types.dtype, device=device))
-                pos.append(out.positions.to(mrope.dtype))
+                pos.append(out.positions.to(mrope.dtype) - shift[seq])
             order = torch.sort(torch.cat(keys), stable=True).indices
             rows.append((torch.cat(ids)[order], torch.cat(kinds)[order], torch.cat(pos, dim=1)[:, order]))
 
