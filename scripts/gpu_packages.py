@@ -9,7 +9,8 @@ project's venv:
 2. keeps those the image lacks or holds at another version than ours (``IMAGE``: the image's
    package list as the device tool documents it, with the versions it gives);
 3. downloads each as a Python 3.12 manylinux wheel (``pip download --no-deps``), unpacks them into
-   one folder and writes ``.gpu/site.tar.xz`` (ignored by git; well inside the 64 MiB a device
+   one folder with freres-lmms's own metadata (its lmms-eval entry points) and writes
+   ``.gpu/site.tar.xz`` (ignored by git; well inside the 64 MiB a device
    call may carry).
 
 On the device: ``mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site && export
@@ -99,6 +100,13 @@ def main() -> None:
         for wheel in sorted(wheels.glob("*.whl")):
             with zipfile.ZipFile(wheel) as archive:
                 archive.extractall(site)
+        # our own metadata (entry points: lmms-eval finds the model ids by it); the code itself
+        # comes from the working tree on PYTHONPATH
+        ours = md.distribution("freres-lmms")
+        info = site / f"freres_lmms-{ours.version}.dist-info"
+        info.mkdir()
+        for name in ("METADATA", "entry_points.txt"):
+            (info / name).write_text(ours.read_text(name))
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(out, "w:xz") as tar:

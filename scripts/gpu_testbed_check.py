@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from freres_lmms import regression  # noqa: E402
-from freres_lmms.core import build_method  # noqa: E402
+from freres_lmms.core import CompressionError, build_method  # noqa: E402
 from freres_lmms.data.checkpoints import MODEL_CLASSES, resolve_pretrained  # noqa: E402
 from freres_lmms.data.synthetic import QTYPES, SPLIT_SEEDS  # noqa: E402
 from freres_lmms.data.training import SyntheticBatches  # noqa: E402
@@ -45,26 +45,34 @@ def check(checkpoint: str, samples: int, device: torch.device, chunk: int = 35) 
     rows = {}
     for method_name, knobs in regression.runs():
         method = build_method(method_name, **knobs)
-        correct, tokens = [], []
-        for lo in range(0, samples, chunk):
-            part_scene, part_q = (p.map(lambda v: v[lo:lo + chunk]) for p in (scene, questions))
-            inputs = batches.inputs(part_scene, part_q, with_answers=False)
-            # right-padded training inputs -> left-padded, as a processor with padding_side="left" gives
-            length = inputs["attention_mask"].sum(1)
-            shift = inputs["input_ids"].shape[1] - length
-            order = (torch.arange(inputs["input_ids"].shape[1], device=device)[None] - shift[:, None]) % inputs["input_ids"].shape[1]
-            for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-                inputs[key] = inputs[key].gather(1, order)
-            kwargs, stats = adapter.compress_inputs(inputs, method)
-            logits = model(**kwargs, logits_to_keep=1).logits[:, -1]
-            correct.append(logits.argmax(-1) == batches.letter_ids[part_q.answer])
-            tokens += [s.visual_tokens_after for s in stats]
-        correct = torch.cat(correct)
-        row = {q: round(100 * correct[questions.qtype == i].float().mean().item(), 1) for i, q in enumerate(QTYPES)}
-        row["all"] = round(100 * correct.float().mean().item(), 1)
-        row["visual_tokens"] = round(sum(tokens) / len(tokens), 1)
-        rows[regression.key(checkpoint, method_name, knobs)] = row
+        try:
+            rows[regression.key(checkpoint, method_name, knobs)] = one_check(
+                adapter, model, batches, scene, questions, method, samples, chunk, device)
+        except CompressionError as err:  # a budget the method refuses (DyCoke below its whole frames)
+            rows[regression.key(checkpoint, method_name, knobs)] = {"refused": str(err)}
     return rows
+
+
+def one_check(adapter, model, batches, scene, questions, method, samples: int, chunk: int, device) -> dict:
+    correct, tokens = [], []
+    for lo in range(0, samples, chunk):
+        part_scene, part_q = (p.map(lambda v: v[lo:lo + chunk]) for p in (scene, questions))
+        inputs = batches.inputs(part_scene, part_q, with_answers=False)
+        # right-padded training inputs -> left-padded, as a processor with padding_side="left" gives
+        length = inputs["attention_mask"].sum(1)
+        shift = inputs["input_ids"].shape[1] - length
+        order = (torch.arange(inputs["input_ids"].shape[1], device=device)[None] - shift[:, None]) % inputs["input_ids"].shape[1]
+        for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+            inputs[key] = inputs[key].gather(1, order)
+        kwargs, stats = adapter.compress_inputs(inputs, method)
+        logits = model(**kwargs, logits_to_keep=1).logits[:, -1]
+        correct.append(logits.argmax(-1) == batches.letter_ids[part_q.answer])
+        tokens += [s.visual_tokens_after for s in stats]
+    correct = torch.cat(correct)
+    row = {q: round(100 * correct[questions.qtype == i].float().mean().item(), 1) for i, q in enumerate(QTYPES)}
+    row["all"] = round(100 * correct.float().mean().item(), 1)
+    row["visual_tokens"] = round(sum(tokens) / len(tokens), 1)
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'check':40s} {'all':>6s} {'base':>6s} {'tokens':>7s} {'base':>7s}")
     for key, row in measured.items():
         ref = baseline.get(key, {})
+        if "refused" in row:
+            print(f"{key:40s} refused ({ref.get('errors', 0)} failed samples in the baseline): {row['refused']}")
+            continue
         print(f"{key:40s} {row['all']:6.1f} {ref.get('all', float('nan')):6.1f} {row['visual_tokens']:7.1f} "
               f"{ref.get('visual_tokens', float('nan')):7.1f}")
     out = Path(args.out)

@@ -2,20 +2,22 @@
 
 Two branches over one video's token grid ``features [T, H, W, D]``:
 
-1. **Raw anchors.** ``anchors`` evenly spaced latent frames keep ``tokens_per_anchor`` tokens
-   each, dropping the lowest-energy token(s) of every ``block x block`` block
-   (``core.blocks.keep_by_blocks``; 3x3 blocks on 24x24 keep 512 of 576).
+1. **Raw anchors.** ``A = min(anchors, T)`` evenly spaced latent frames keep ``r`` tokens each,
+   dropping the lowest-energy token(s) of every ``block x block`` block
+   (``core.blocks.keep_by_blocks``; 3x3 blocks on 24x24 keep 512 of 576 at most).
 2. **Fre-Res (temporal frequency).** I-frames are the anchors, frame 0, and every frame whose
    cosine distance to the previous one exceeds ``tau`` (an event); each frame's residual is taken
-   against its nearest preceding I-frame (zero on I-frames). Residuals are average-pooled onto an
-   ``pool x pool`` grid of cells, the clip is split into ``groups`` contiguous temporal groups,
-   and the orthonormal type-II DCT along time of each group's residual trajectory keeps its
-   first ``K`` coefficients (with ``group_span=g`` instead one group per anchor: a window of
-   ``g`` anchor intervals whose residuals are taken against its first frame, our reading of
-   the paper's Table 5): ``groups * K * pool**2`` candidate P-tokens. Candidates whose energy
-   (L2 norm) is below ``energy_floor`` times the largest are near-zero and dropped. Each group
-   also emits a **summary** (the mean of its retained coefficients), and the clip ``statics``
-   **static background** tokens: the grid positions that change least between consecutive
+   against its nearest preceding I-frame (zero on I-frames). Residuals are average-pooled onto a
+   ``pool x pool`` grid of cells (capped at the grid's sides), the clip is split into ``G``
+   contiguous temporal groups of two P-frames or more, and the orthonormal type-II DCT along time
+   of each group's residual trajectory keeps its first ``K`` coefficients, ``K`` at most the
+   group's P-frames (with ``group_span=g`` instead one group per anchor: a window of the ``g``
+   anchor intervals after it, whose residuals are taken against the anchor, our reading of the
+   paper's Table 5): ``G * K * cells`` candidate P-tokens. Candidates whose energy (L2 norm) is
+   zero or below ``energy_floor`` times the largest, or beyond the count of non-zero residuals of
+   their group and cell, are dropped. Each group also emits a **summary** (the spatial mean of its
+   retained DC coefficients), and the clip up to ``statics`` **static background** tokens: among
+   the grid positions no emitted anchor keeps, those that change least between consecutive
    anchors, as their mean over the anchors.
 3. **Spatial-Guided Absorber** (``mode="absorber"``): each kept anchor token attends, by scaled
    dot product, to the retained P-tokens of its own cell and temporal group and adds the result
@@ -26,15 +28,20 @@ Two branches over one video's token grid ``features [T, H, W, D]``:
 Ablations (``mode``): ``anchor_only``, ``temporal_only``, ``linear_concat`` (P-tokens appended,
 no absorber), ``idct_reconstruction`` (each P-frame's pooled residual rebuilt from the retained
 coefficients by the inverse DCT and appended, one token per P-frame and cell, instead of the
-coefficients; budget: those ``P * pool**2`` tokens take the place of ``G * K * pool**2``) and
+coefficients; budget: those ``P * cells`` tokens take the place of ``G * K * cells``) and
 ``absorber``.
 
-Budget rule (paper appendix F): with a budget ``B``, the anchors take ``A * r``, the summaries
-``G`` and the statics ``statics``; ``K = min(floor(B_fre / (G * pool**2)), L_eff, max_coefficients)``
-with ``B_fre`` what remains and ``L_eff`` the shortest group's length. When the budget cannot hold
-the anchors, fewer anchors are taken (then fewer tokens per anchor); the method never emits more
-than ``B`` tokens, and ``last_counts`` reports what each branch emitted. Without a budget the
-knobs set the counts, unless they would exceed the video's own size, which then is the budget.
+Budget rule (``plan``; paper appendix F.1, our choices in docs/methods.md): the temporal branch
+reserves its tokens within ``temporal_share`` of the budget (K down to 1, then fewer statics, then
+fewer and longer groups, else off); the anchors take the rest as ``r = floor(room / A)``, capped at
+the block-pruning count, and fewer anchors only where ``r`` would fall below
+``min_tokens_per_anchor``; then ``K = min(floor(B_fre / (G * cells)), L_eff, max_coefficients)``
+from what the anchors leave. With no P-frames (``A >= T``), no group of two P-frames, or no room,
+the temporal branch is off and its tokens go to the anchors (``last_counts["plan"]["temporal_off"]``
+says why; ``temporal_only`` refuses). The method never emits more than ``B`` tokens, nor a token
+that is zero or equal to another in features and position; ``last_counts`` reports what each
+branch emitted. Without a budget the knobs set the counts, unless they would exceed the video's
+own size, which then is the budget.
 
 Positions (``core.base`` rule): kept anchor tokens keep theirs; a P-token and a summary sit at
 the floor of the mean position of their region (the group's frames x the cell, or the whole
@@ -328,17 +335,13 @@ class FreResMethod(Method):
                     off = (f"budget {self.budget} ({total} tokens) leaves the temporal branch {cap}, "
                            f"below its minimum {request(1 if span is None else backbone, 1, 0)}")
                     groups, k, statics = 0, 0, 0
-            room = total - (request(groups, k, statics) if groups else 0)
+            room = total - (request(groups, k, statics) if groups else 0)  # at least 1: the cap leaves it
             if raw_on:
                 r = min(r_max, room // anchors)
                 if r < r_floor:  # fewer anchors rather than anchors too sparse to read
                     anchors = max(1, min(anchors, room // r_floor))
                     r = min(r_max, room // anchors)
-                if r < 1:
-                    raise CompressionError(
-                        f"freres: budget {self.budget} ({total} tokens) is below the minimum "
-                        f"{request(groups, k, statics) + 1} (one residual per frame and cell + "
-                        f"summaries + statics + one anchor token)")
+                    statics = statics if anchors >= 2 else 0  # a mean over one anchor is its copy
             if groups and not idct:  # the paper's K from what the anchors leave
                 spare = total - anchors * r - groups - statics
                 k = min(spare // (groups * cells), length, self.max_coefficients)

@@ -25,7 +25,7 @@ from .render import build_frame, to_markdown
 from .runner import ModelCache, RowResult, run_row
 from .spec import TableSpec, all_tables, table_spec
 
-NAMED_OVERRIDES = ("model", "benchmark", "run.limit")
+NAMED_OVERRIDES = ("model", "benchmark", "input.frame_encoding", "run.limit")
 
 
 def run_name(spec: TableSpec, overrides: list[str]) -> str:
