@@ -1,10 +1,11 @@
-"""``python -m freres_lmms <command>``: checkpoints | synthetic | demo | regression | tokens | budget-match | reproduce."""
+"""``python -m freres_lmms <command>``: eval | checkpoints | synthetic | demo | regression | tokens | budget-match | reproduce."""
 
 from __future__ import annotations
 
 import sys
 
 COMMANDS = {
+    "eval": ("freres_lmms.evaluate", "lmms-eval's evaluation, exiting non-zero on a bad configuration or a failed sample"),
     "checkpoints": ("freres_lmms.data.checkpoints", "write the tiny local checkpoints"),
     "synthetic": ("freres_lmms.data.synthetic", "generate the synthetic video benchmark"),
     "demo": ("freres_lmms.demo", "evaluate full and uniform compression on the synthetic task"),

@@ -37,7 +37,7 @@ def evaluate(checkpoint: str, method: str | Method, knobs: dict | None = None, l
     if planted:
         model.method = method
     out = simple_evaluate(model=model, tasks=["freres_synthetic"], limit=limit, log_samples=True,
-                          task_manager=TaskManager(include_path=str(ROOT / "task_configs")))
+                          task_manager=TaskManager(include_path=str(ROOT / "task_configs"), include_defaults=False))
     metrics = out["results"]["freres_synthetic"]
     summary = summarize_records([s["token_counts"][0] for s in out["samples"]["freres_synthetic"]])
     row = {"checkpoint": Path(checkpoint).name, "method": method.name if planted else method,

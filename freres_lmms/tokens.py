@@ -277,5 +277,6 @@ def budget_match_main(argv: list[str]) -> None:
         value = resolved.knobs.get(resolved.matched) if resolved.matched else None
         value = f"{value:.4g}" if isinstance(value, float) else value
         print(f"| {preset} | {s['method']} | {resolved.matched or '-'} | {value if value is not None else '-'} | "
-              f"{s['paper_target'] or '-'} | {s['target'] or '-'} | {s['visual_tokens']} ({s['kind']}) | {s['visual_tokens_full']} |")
+              f"{s['paper_target'] or '-'} | {s['target'] or '-'} | {s['visual_tokens']} ({s['kind']}) | {s['visual_tokens_full']} |",
+              flush=True)  # each row as it is matched: a table's matching takes minutes
     print(f"resolved configs: {out}/")

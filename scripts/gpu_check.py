@@ -46,7 +46,7 @@ def evaluate(model_id: str, path: Path, device: str, limit: int, **knobs) -> dic
 
     lm = get_model(model_id)(pretrained=str(path), device=device, **knobs)
     out = simple_evaluate(model=lm, tasks=["freres_synthetic"], limit=limit, log_samples=True,
-                          task_manager=TaskManager(include_path=str(ROOT / "task_configs")))
+                          task_manager=TaskManager(include_path=str(ROOT / "task_configs"), include_defaults=False))
     records = [s["token_counts"][0] for s in out["samples"]["freres_synthetic"]]
     return {
         "samples": len(records),

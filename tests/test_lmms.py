@@ -100,10 +100,12 @@ def test_bad_samples_are_recorded_and_the_run_goes_on(tmp_path, checkpoints, vid
         stream.width = stream.height = 64
         stream.pix_fmt = "yuv420p"
         container.start_encoding()  # a header, a video stream, and not one frame
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(Path(videos[6]["video"]).read_bytes()[:1500])
     good = [dict(videos[0]), dict(videos[3])]
     bad = [dict(videos[1], video=str(tmp_path / "missing.mp4")), dict(videos[2], video=str(corrupt)),
-           dict(videos[4], video=str(empty)), dict(videos[5], video="")]
-    docs = [good[0], bad[0], bad[1], bad[2], bad[3], good[1]]
+           dict(videos[4], video=str(empty)), dict(videos[5], video=""), dict(videos[6], video=str(truncated))]
+    docs = [good[0], bad[0], bad[1], bad[2], bad[3], good[1], bad[4]]
     write_task(tmp_path, docs)
     lm = get_model("uniform_qwen2vl")(pretrained=str(checkpoints["qwen2vl"]), device="cpu", max_num_frames=8,
                                       stride=2, batch_size=2)
@@ -117,12 +119,17 @@ def test_bad_samples_are_recorded_and_the_run_goes_on(tmp_path, checkpoints, vid
     assert "corrupt.mp4" in errors[2]
     assert "empty.mp4" in errors[3]
     assert "no video" in errors[4]
+    assert "truncated.mp4" in errors[6] and "not a readable video file" in errors[6]  # ours, not decord's C++ text
     for good_record in (records[0], records[5]):
         assert good_record["visual_tokens_before"] == 256 and good_record["visual_tokens_after"] == 128
         assert good_record["compression_seconds"] >= 0
-    assert out["results"]["freres_probe_badinput"]["accuracy,none"] >= 0
+    # failed samples are counted apart: accuracy over the two answered, means over their records
+    metrics = out["results"]["freres_probe_badinput"]
+    correct = [samples[i]["accuracy"]["correct"] for i in (0, 5)]
+    assert metrics["answered,none"] == 2 and metrics["accuracy,none"] == pytest.approx(50.0 * sum(correct))
     throughput = out["throughput"]
-    assert throughput["avg_sample_errors"] == pytest.approx(4 / 6)
+    assert throughput["avg_sample_errors"] == pytest.approx(5 / 7)
+    assert throughput["avg_visual_tokens_after"] == 128 and throughput["avg_visual_tokens_before"] == 256
 
 
 def test_vtc_id_takes_method_and_knobs_from_model_args(checkpoints):

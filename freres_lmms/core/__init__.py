@@ -12,7 +12,7 @@ from .base import (
     gather_tokens,
     region_position,
 )
-from .budget import budget_tokens
+from .budget import budget_tokens, check_budget
 from .cdpruner import CDPrunerMethod
 from .dycoke import DyCokeMethod
 from .fourier import FourierMethod
@@ -28,6 +28,8 @@ def build_method(name: str, **knobs) -> Method:
     """Instantiate a registered method; an unknown name lists the known ones."""
     if name not in METHODS:
         raise KeyError(f"unknown compression method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    if "budget" in knobs:  # every method's budget has the same meaning: refused here, before any work
+        check_budget(knobs["budget"])
     try:
         return METHODS[name](**knobs)
     except TypeError as err:
@@ -50,6 +52,7 @@ __all__ = [
     "VideoTokens",
     "budget_tokens",
     "build_method",
+    "check_budget",
     "gather_tokens",
     "region_position",
 ]

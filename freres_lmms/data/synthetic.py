@@ -417,10 +417,14 @@ def generate(out_dir: str | Path, count: int = 70, frames: int = 16, size: int =
     (out / "videos").mkdir(parents=True, exist_ok=True)
     scene, questions = sample(count, frames, size, SPLIT_SEEDS[split] if seed is None else seed)
     docs = questions.docs(split)
-    for lo in range(0, count, batch):
-        part = scene.map(lambda value: value[lo:lo + batch])
-        for doc, video in zip(docs[lo:lo + batch], render(part, frames, size).numpy()):
-            write_mp4(out / doc["video"], video, fps)
+    from tqdm import tqdm
+
+    with tqdm(total=count, desc=f"synthetic {split} videos", unit="video", disable=count < 2 * batch) as progress:
+        for lo in range(0, count, batch):
+            part = scene.map(lambda value: value[lo:lo + batch])
+            for doc, video in zip(docs[lo:lo + batch], render(part, frames, size).numpy()):
+                write_mp4(out / doc["video"], video, fps)
+            progress.update(min(batch, count - lo))
     with open(out / f"{split}.jsonl", "w") as f:
         for doc in docs:
             f.write(json.dumps(doc) + "\n")

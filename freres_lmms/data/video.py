@@ -50,17 +50,20 @@ def load_video(path: str, max_num_frames: int = 16, fps: float | None = None) ->
         raise VideoLoadError(f"video file not found: {path}")
     import decord
 
+    decord.logging.set_level(decord.logging.QUIET)  # its C++ and FFmpeg lines; the error below names the file
     try:
         reader = decord.VideoReader(path, num_threads=1)
         total = len(reader)
-    except Exception as err:  # decord raises its own DECORDError and RuntimeError
-        raise VideoLoadError(f"cannot decode video {path}: {str(err).splitlines()[0][:200]}") from None
+    except Exception:  # decord raises its own DECORDError and RuntimeError, with C++ text
+        raise VideoLoadError(f"cannot decode video {path}: not a readable video file (truncated, corrupt or "
+                             f"not a video; {os.path.getsize(path)} bytes)") from None
     if total == 0:
         raise VideoLoadError(f"video has no frames: {path}")
     video_fps = float(reader.get_avg_fps() or 0.0)
     indices = sample_indices(total, video_fps, max_num_frames, fps)
     try:
         frames = reader.get_batch(indices).asnumpy()
-    except Exception as err:
-        raise VideoLoadError(f"cannot decode frames {indices[:4]}... of {path}: {str(err).splitlines()[0][:200]}") from None
+    except Exception:
+        raise VideoLoadError(f"cannot decode frames {indices[:4]}... of {path}: the file ends or breaks before them "
+                             f"(truncated or corrupt; {total} frames in its header)") from None
     return LoadedVideo(torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), video_fps or 1.0, indices, total)

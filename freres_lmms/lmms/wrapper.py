@@ -14,14 +14,19 @@ the run are in ``results["throughput"]`` (``avg_visual_tokens_after``, ...).
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator, PartialState
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
-from lmms_eval.models.model_utils.gen_metrics import log_metrics
+# records a sample's throughput metrics for the run's summary without log_metrics' INFO line per
+# sample (350 lines a run); a private name of the pinned lmms-eval 0.7.3
+from lmms_eval.models.model_utils.gen_metrics import _record_metrics as record_metrics
 from loguru import logger
 from PIL import Image
 from tqdm import tqdm
@@ -31,11 +36,22 @@ from ..core import Method, build_method
 from ..data.checkpoints import ensure_checkpoint, resolve_pretrained
 from ..data.video import VideoLoadError, load_video
 from ..models import ADAPTERS
+from .settings import (
+    ATTENTION,
+    DTYPES,
+    FRAME_ENCODINGS,
+    SettingsError,
+    check_device,
+    check_fps,
+    check_max_memory,
+    check_pretrained,
+    choice,
+    flag,
+    positive_int,
+)
+from .store import SampleStore, store_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# paired: Qwen's native video mode, two frames per latent slice; per_frame: each sampled frame its
-# own slice (the Fre-Res paper's token accounting, twice the encoder cost)
-FRAME_ENCODINGS = ("paired", "per_frame")
 
 
 def prompt_text(processor, context: str, videos: int, images: int = 0) -> str:
@@ -83,6 +99,7 @@ class FreresQwenVL(lmms):
     family = ""
     default_method = "full"
     default_method_fixed = False  # True for {method}_{family} ids: model_args cannot switch the method
+    failed_samples = 0  # samples answered with an error in this process, over every wrapper instance
 
     def __init__(
         self,
@@ -98,42 +115,105 @@ class FreresQwenVL(lmms):
         max_new_tokens: int = 128,
         allow_text_only: bool = False,
         keep_dropped_timestamps: bool = False,
+        resume: bool | str = False,
+        device_map: str | None = None,
+        max_memory: str | None = None,
         max_batch_size: int | None = None,  # passed by lmms-eval's CLI; batches are batch_size
         **method_knobs,
     ) -> None:
         super().__init__()
-        if method is not None and type(self).default_method_fixed and method != self.default_method:
-            raise ValueError(
-                f"model id {self.default_method}_{self.family} fixes method={self.default_method}; "
-                f"use --model {method}_{self.family} instead of method={method}"
-            )
-        if not isinstance(keep_dropped_timestamps, bool):
-            raise ValueError(f"keep_dropped_timestamps must be true or false, got {keep_dropped_timestamps!r}")
-        self.method: Method = build_method(method or self.default_method, **method_knobs)
-        if frame_encoding not in FRAME_ENCODINGS:
-            raise ValueError(f"frame_encoding must be one of {', '.join(FRAME_ENCODINGS)}, got {frame_encoding!r}")
-        self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # testbed-<family> names a trained testbed shipped in the package; default: the random tiny one
-        self.pretrained = resolve_pretrained(str(pretrained)) if pretrained else str(ensure_checkpoint(self.family, REPO_ROOT / "checkpoints"))
+        checked = self.check_args(pretrained=pretrained, method=method, device=device, dtype=dtype,
+                                  attn_implementation=attn_implementation, batch_size=batch_size,
+                                  max_num_frames=max_num_frames, fps=fps, frame_encoding=frame_encoding,
+                                  max_new_tokens=max_new_tokens, allow_text_only=allow_text_only,
+                                  keep_dropped_timestamps=keep_dropped_timestamps, resume=resume,
+                                  device_map=device_map, max_memory=max_memory, **method_knobs)
+        self.method: Method = checked["method"]
+        self._device = checked["device"]
+        self.pretrained = checked["pretrained"]
+        self.batch_size_per_gpu = checked["batch_size"]
+        self.max_num_frames = checked["max_num_frames"]
+        self.fps = checked["fps"]
+        self.frame_encoding = checked["frame_encoding"]
+        self.max_new_tokens = checked["max_new_tokens"]
+        self.allow_text_only = checked["allow_text_only"]
         adapter_cls = ADAPTERS[self.family]
-        # before loading weights: a checkpoint of another family would fail there with a size mismatch
-        config = AutoConfig.from_pretrained(self.pretrained)
-        adapter_cls.require(config.model_type, f"pretrained={self.pretrained}")
-        torch_dtype = {"auto": torch.bfloat16 if self._device.type == "cuda" else torch.float32,
-                       "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+        placement = {"device_map": checked["device_map"], "max_memory": checked["max_memory"]} if checked["device_map"] else {}
         model = adapter_cls.model_class.from_pretrained(
-            self.pretrained, config=config, dtype=torch_dtype, attn_implementation=attn_implementation
-        ).to(self._device).eval()
+            self.pretrained, config=checked["config"], dtype=checked["dtype"], attn_implementation=checked["attn_implementation"],
+            **placement)
+        model = (model if placement else model.to(self._device)).eval()
+        if placement:  # inputs go where the first layers are
+            self._device = model.device
+        state = PartialState(cpu=self._device.type == "cpu")  # several CPU processes: gloo
+        if state.num_processes > 1:  # accelerate launch / torchrun: lmms-eval shards the documents by rank
+            self.accelerator = Accelerator(cpu=self._device.type == "cpu")
+            self._rank, self._world_size = state.process_index, state.num_processes
         processor = AutoProcessor.from_pretrained(self.pretrained)
         processor.tokenizer.padding_side = "left"
-        self.adapter = adapter_cls(model, processor, keep_dropped_timestamps=keep_dropped_timestamps)
+        self.adapter = adapter_cls(model, processor, keep_dropped_timestamps=checked["keep_dropped_timestamps"])
         self.processor = processor
-        self.batch_size_per_gpu = int(batch_size)
-        self.max_num_frames = int(max_num_frames)
-        self.fps = fps
-        self.frame_encoding = frame_encoding
-        self.max_new_tokens = int(max_new_tokens)
-        self.allow_text_only = bool(allow_text_only)
+        # everything that decides an answer keys the resume store (a changed knob is a new key)
+        self.store = None if checked["resume"] is None else SampleStore(checked["resume"], {
+            "model": f"{type(self).__name__}/{self.method!r}", "pretrained": self.pretrained,
+            "version": md.version("freres-lmms"), **{k: checked[k] for k in (
+                "dtype", "attn_implementation", "max_num_frames", "fps", "frame_encoding", "max_new_tokens",
+                "keep_dropped_timestamps")}})
+
+    @classmethod
+    def check_args(cls, pretrained=None, method=None, device=None, dtype="auto", attn_implementation="sdpa",
+                   batch_size=1, max_num_frames=16, fps=None, frame_encoding="paired", max_new_tokens=128,
+                   allow_text_only=False, keep_dropped_timestamps=False, resume=False, device_map=None, max_memory=None,
+                   max_batch_size=None, **method_knobs) -> dict:
+        """Every owned argument and the method's knobs, checked and normalised before anything is
+        loaded (the checkpoint's config is read, its weights are not): a bad one raises here."""
+        if method is not None and cls.default_method_fixed and method != cls.default_method:
+            raise SettingsError(
+                f"model id {cls.default_method}_{cls.family} fixes method={cls.default_method}; "
+                f"use --model {method}_{cls.family} instead of method={method}"
+            )
+        out = {
+            "method": build_method(method or cls.default_method, **method_knobs),
+            "device": check_device(device),
+            "attn_implementation": choice("attn_implementation", attn_implementation, ATTENTION),
+            "batch_size": positive_int("batch_size", batch_size),
+            "max_num_frames": positive_int("max_num_frames", max_num_frames),
+            "fps": check_fps(fps),
+            "frame_encoding": choice("frame_encoding", frame_encoding, FRAME_ENCODINGS),
+            "max_new_tokens": positive_int("max_new_tokens", max_new_tokens),
+            "allow_text_only": flag("allow_text_only", allow_text_only),
+            "keep_dropped_timestamps": flag("keep_dropped_timestamps", keep_dropped_timestamps),
+            "resume": store_path(resume),
+            "device_map": None if device_map is None else choice("device_map", device_map, ("auto", "balanced", "sequential")),
+            "max_memory": check_max_memory(max_memory),
+        }
+        if out["max_memory"] is not None and out["device_map"] is None:
+            raise SettingsError("max_memory needs device_map (e.g. device_map=auto,max_memory=70GiB)")
+        out["dtype"] = DTYPES[choice("dtype", dtype, tuple(DTYPES))] or (
+            torch.bfloat16 if out["device"].type == "cuda" else torch.float32)
+        # testbed-<family> names a trained testbed shipped in the package; default: the random tiny one
+        if pretrained:
+            out["pretrained"] = check_pretrained(resolve_pretrained(str(pretrained)))
+        else:
+            out["pretrained"] = str(ensure_checkpoint(cls.family, REPO_ROOT / "checkpoints"))
+        try:
+            out["config"] = AutoConfig.from_pretrained(out["pretrained"])
+        except OSError as err:
+            raise SettingsError(f"pretrained={out['pretrained']}: cannot read its config (not downloaded, or "
+                                f"offline?): {str(err).splitlines()[0]}") from None
+        # a checkpoint of another family would fail while loading with a size mismatch
+        ADAPTERS[cls.family].require(out["config"].model_type, f"pretrained={out['pretrained']}")
+        return out
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """lmms-eval's constructor from ``--model_args``; its CLI also passes ``batch_size`` (default
+        1) and ``device``: a key given in ``--model_args`` wins instead of clashing."""
+        from lmms_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
+        return cls(**args, **extra)
 
     @property
     def model(self):
@@ -159,31 +239,72 @@ class FreresQwenVL(lmms):
         raise NotImplementedError("multi-round generation is not supported by the freres-lmms wrappers")
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        """Answer ``requests`` batch by batch: each batch's videos are decoded when it is prepared,
+        one batch ahead of the one running (a bounded prefetch on a thread), so memory does not
+        grow with the number of samples."""
         results: list[GenerationResult | None] = [None] * len(requests)
-        ready: list[PreparedSample] = []
-        for index, request in enumerate(requests):
-            try:
-                ready.append(self._prepare(index, request))
-            except (SampleError, VideoLoadError) as err:
-                results[index] = self._fail(request, err)
-        progress = tqdm(total=len(requests), disable=self.rank != 0, desc="freres-lmms")
-        progress.update(len(requests) - len(ready))
-        for batch in self._batches(ready):
-            for sample, result in zip(batch, self._run_isolated(batch, requests)):
-                results[sample.index] = result
-            progress.update(len(batch))
+        if self.store is not None:  # answered by an earlier run of the same configuration
+            for index, request in enumerate(requests):
+                stored = self.store.get(request.args)
+                if stored is not None:
+                    results[index] = GenerationResult(text=stored[0], token_counts=CompressionRecord(**stored[1]))
+            if any(r is not None for r in results):
+                logger.info(f"resume: {sum(r is not None for r in results)} of {len(requests)} samples from {self.store.path}")
+        todo = [i for i, r in enumerate(results) if r is None]
+        progress = tqdm(total=len(requests), initial=len(requests) - len(todo), disable=self.rank != 0, desc="freres-lmms")
+        groups = list(self._request_batches(requests, todo))
+        with ThreadPoolExecutor(max_workers=1) as prefetch:
+            pending = prefetch.submit(self._prepare_batch, groups[0], requests) if groups else None
+            for i in range(len(groups)):
+                ready, failed = pending.result()
+                pending = prefetch.submit(self._prepare_batch, groups[i + 1], requests) if i + 1 < len(groups) else None
+                for index, result in failed:
+                    results[index] = result
+                if ready:
+                    answered = list(zip(ready, self._run_isolated(ready, requests)))
+                    for sample, result in answered:
+                        results[sample.index] = result
+                    if self.store is not None:  # committed now: a crash after this loses nothing of it
+                        self.store.put([(requests[sample.index].args, result.text, result.token_counts.to_dict())
+                                        for sample, result in answered if result.token_counts.error is None])
+                progress.update(len(groups[i]))
         progress.close()
         for result in results:
             record = result.token_counts
+            if record.error is not None:  # counted, but kept out of the means of answered samples
+                record_metrics(0.0, 0, 0.0, additional_metrics={"sample_errors": 1})
+                continue
             seconds = record.generation_seconds or 0.0
             tokens = record.output_tokens or 0
-            log_metrics(seconds, tokens, tokens / seconds if seconds else 0.0, additional_metrics={
+            record_metrics(seconds, tokens, tokens / seconds if seconds else 0.0, additional_metrics={
                 "visual_tokens_before": record.visual_tokens_before or 0,
                 "visual_tokens_after": record.visual_tokens_after or 0,
                 "compression_seconds": record.compression_seconds or 0.0,
-                "sample_errors": int(record.error is not None),
+                "sample_errors": 0,
             })
         return results
+
+    def _request_batches(self, requests: list[Instance], indices: list[int]):
+        """Lists of consecutive ``indices``, at most batch_size, whose requests share generation settings."""
+        batch: list[int] = []
+        for index in indices:
+            request = requests[index]
+            if batch and (len(batch) == self.batch_size or request.args[1] != requests[batch[0]].args[1]):
+                yield batch
+                batch = []
+            batch.append(index)
+        if batch:
+            yield batch
+
+    def _prepare_batch(self, indices: list[int], requests: list[Instance]):
+        """(prepared samples, [(index, failed result)]) of one batch: its videos decoded now."""
+        ready, failed = [], []
+        for index in indices:
+            try:
+                ready.append(self._prepare(index, requests[index]))
+            except (SampleError, VideoLoadError) as err:
+                failed.append((index, self._fail(requests[index], err)))
+        return ready, failed
 
     # -- steps ------------------------------------------------------------------------------------
     def _where(self, request: Instance) -> str:
@@ -193,6 +314,7 @@ class FreresQwenVL(lmms):
     def _fail(self, request: Instance, err: Exception) -> GenerationResult:
         message = f"{type(err).__name__}: {err}"
         logger.error(f"{self._where(request)} {message}")
+        FreresQwenVL.failed_samples += 1  # read by `python -m freres_lmms eval` for its exit status
         return GenerationResult(text="", token_counts=CompressionRecord(error=message))
 
     def _prepare(self, index: int, request: Instance) -> PreparedSample:
@@ -215,17 +337,6 @@ class FreresQwenVL(lmms):
             raise SampleError("sample has no video or image (pass allow_text_only=true to answer it from text alone)")
         text = prompt_text(self.processor, context, len(videos), len(images))
         return PreparedSample(index, text, videos, metadata, images, dict(gen_kwargs or {}))
-
-    def _batches(self, samples: list[PreparedSample]):
-        """Consecutive runs of at most batch_size samples that share generation settings."""
-        batch: list[PreparedSample] = []
-        for sample in samples:
-            if batch and (len(batch) == self.batch_size or sample.gen_kwargs != batch[0].gen_kwargs):
-                yield batch
-                batch = []
-            batch.append(sample)
-        if batch:
-            yield batch
 
     def _run_isolated(self, batch: list[PreparedSample], requests: list[Instance]) -> list[GenerationResult]:
         """Run a batch; if it fails, run its samples one by one so only the bad one is lost."""

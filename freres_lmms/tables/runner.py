@@ -103,7 +103,7 @@ def evaluate_row(cfg: DictConfig, method: str, knobs: dict, folder: Path, models
     include = str(ROOT / cfg.benchmark.include_path) if cfg.benchmark.include_path else None
     model = models.get(cfg, method, knobs)
     out = simple_evaluate(model=model, tasks=list(cfg.benchmark.tasks), limit=cfg.run.limit, log_samples=True,
-                          task_manager=TaskManager(include_path=include))
+                          task_manager=TaskManager(include_path=include, include_defaults=include is None))  # ours: index only ours
     if out is None:
         raise RuntimeError("lmms-eval returned no results")
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,20 +137,21 @@ def run_row(spec: TableSpec, reference: dict, overrides: list[str], out_root: Pa
     try:
         for benchmark in benchmarks:
             cfg = compose([f"experiment={preset}", *overrides] + ([f"benchmark={benchmark}"] if benchmark and not benchmark_override else []))
+            if spec.kind == "accuracy":  # weights and data first: budget matching a row that cannot run is wasted
+                if cfg.benchmark.name == "synthetic":  # our own task: build its videos if missing, like make demo
+                    from ..data.synthetic import ensure_synthetic
+
+                    ensure_synthetic()
+                lacking = missing(cfg)
+                if lacking:
+                    needs.extend(n for n in lacking if n not in needs)
+                    continue
             resolved = resolve(cfg)
             if result.visual_tokens is None:
                 result.visual_tokens = resolved.counts["visual_tokens"]
                 result.context_tokens = resolved.counts["input_tokens"] + prompt_tokens(cfg)
             if spec.kind != "accuracy":
                 result.status = "tokens only (peak VRAM and TTFT come from GPU profiling)"
-                continue
-            if cfg.benchmark.name == "synthetic":  # our own task: build its videos if missing, like make demo
-                from ..data.synthetic import ensure_synthetic
-
-                ensure_synthetic()
-            lacking = missing(cfg)
-            if lacking:
-                needs.extend(n for n in lacking if n not in needs)
                 continue
             folder = out_root / reference["row"] / cfg.benchmark.name
             result.folder = f"outputs/tables/{out_root.name}/{reference['row']}"

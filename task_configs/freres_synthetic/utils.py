@@ -28,22 +28,31 @@ def extract_letter(response):
     return match.group(1) if match else None
 
 
-METRICS = ["accuracy"] + [f"{c}_accuracy" for c in CATEGORIES] + [f"{q}_accuracy" for q in QTYPES]
+METRICS = ["accuracy", "answered"] + [f"{c}_accuracy" for c in CATEGORIES] + [f"{q}_accuracy" for q in QTYPES]
 
 
 def process_results(doc, results):
-    pred = extract_letter(results[0])
-    record = {"qtype": doc["qtype"], "category": doc["category"], "correct": float(pred == doc["answer"])}
+    # an empty response is a sample the model could not answer (the freres-lmms wrappers answer a
+    # failed sample with "" and the error in its record): counted apart, not as a wrong answer
+    response = results[0] or ""
+    pred = extract_letter(response)
+    record = {"qtype": doc["qtype"], "category": doc["category"], "answered": bool(response.strip()),
+              "correct": float(pred == doc["answer"])}
     return {metric: record for metric in METRICS}
 
 
 def _mean_correct(records, key=None, value=None):
-    kept = [r["correct"] for r in records if key is None or r[key] == value]
+    kept = [r["correct"] for r in records if r.get("answered", True) and (key is None or r[key] == value)]
     return 100.0 * sum(kept) / len(kept) if kept else float("nan")
 
 
 def accuracy(records):
+    """Percent correct over the answered samples (``answered`` counts them)."""
     return _mean_correct(records)
+
+
+def answered(records):
+    return sum(bool(r.get("answered", True)) for r in records)
 
 
 def _aggregation(key, value):
