@@ -54,7 +54,8 @@ torchvision tqdm transformers treescope triton typer typing-extensions typing-in
 werkzeug wheel wrapt xarray xxhash yarl zipp""".split())
 # never carried: the image's own builds of these are what the GPU needs
 NEVER = {"torch", "torchvision", "torchaudio", "triton", "numpy", "nvidia-nccl-cu13"}
-MODULES = ["freres_lmms.tables.reproduce", "freres_lmms.lmms.families", "freres_lmms.synthetic_eval", "lmms_eval.evaluator",
+MODULES = ["freres_lmms.tables.reproduce", "freres_lmms.lmms.families", "freres_lmms.synthetic_eval", "freres_lmms.evaluate",
+           "lmms_eval.__main__", "pytablewriter", "lmms_eval.evaluator",
            "lmms_eval.tasks", "decord", "hydra", "omegaconf", "datasets", "evaluate"]
 
 

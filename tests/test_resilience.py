@@ -138,6 +138,7 @@ def test_a_failed_sample_makes_the_eval_command_exit_1(tmp_path, checkpoints, vi
     out = capsys.readouterr()
     assert status == 1 and "1 sample(s) failed" in out.err
     assert "answered" in out.out
+    assert "Running generate_until requests" in out.out  # lmms-eval's INFO lines, as its CLI shows them
 
 
 def samples_by_doc(out: Path) -> dict:
