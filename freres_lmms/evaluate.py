@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.output_path:
         args.output_path = str(Path(args.output_path) / run_folder(args.model, args.model_args))
+    from lmms_eval.models import log_format
     from loguru import logger
 
     # lmms-eval's CLI sets the log level from --verbosity (INFO by default) in cli_evaluate, which
@@ -102,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     # run's INFO lines (where results went, how many samples came from the resume store) vanish; the
     # sink looks sys.stdout up at each line, so a replaced stdout (a test's capture) gets them
     logger.remove()
-    logger.add(lambda message: sys.stdout.write(message), level=args.verbosity, format="<green>{time:YYYY-MM-DD HH:mm:ss}</green> | <level>{level: <8}"
-               "</level> | <cyan>{name}</cyan>:<cyan>{line}</cyan> - <level>{message}</level>")
+    logger.add(lambda message: sys.stdout.write(message), level=args.verbosity, format=log_format)
     import torch
     from accelerate import Accelerator
 

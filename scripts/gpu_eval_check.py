@@ -23,14 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from freres_lmms.lmms.store import stored_count
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_ARGS = "pretrained=testbed-qwen2vl,budget=0.25,device=cuda"
@@ -40,14 +42,6 @@ def command(model_args: str, out: Path, limit: int | None) -> list[str]:
     cmd = [sys.executable, "-m", "freres_lmms", "eval", "--model", "freres_qwen2vl", "--model_args", model_args,
            "--tasks", "freres_synthetic", "--output_path", str(out), "--log_samples"]
     return cmd + (["--limit", str(limit)] if limit else [])
-
-
-def stored_rows(path: Path) -> int:
-    try:
-        with sqlite3.connect(str(path), timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 def outputs(folder: Path) -> dict:
@@ -97,7 +91,7 @@ def main() -> None:
     parser.add_argument("--out", default="results/gpu_eval_check.json")
     args = parser.parse_args()
     work = ROOT / args.work
-    subprocess.run(["rm", "-rf", str(work)], check=True)
+    shutil.rmtree(work, ignore_errors=True)
     log: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                  "torch": torch.__version__, "model_args": MODEL_ARGS, "steps": {}}
     steps = log["steps"]
@@ -109,16 +103,16 @@ def main() -> None:
     total = args.limit or 350
     start = time.perf_counter()
     proc = subprocess.Popen(resumable, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while stored_rows(store) < total // 3 and proc.poll() is None and time.perf_counter() - start < 400:
+    while stored_count(store) < total // 3 and proc.poll() is None and time.perf_counter() - start < 400:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    steps["killed"] = {"command": " ".join(resumable[1:]), "signal": "SIGKILL", "stored_at_kill": stored_rows(store),
+    steps["killed"] = {"command": " ".join(resumable[1:]), "signal": "SIGKILL", "stored_at_kill": stored_count(store),
                        "wall_seconds": round(time.perf_counter() - start, 1)}
     print("killed", steps["killed"], flush=True)
     resumed = run("resumed", resumable, steps)
     resumed["computed"] = resumed.get("requests", 0) - resumed.get("answered_from_store", 0)
-    resumed["stored_after"] = stored_rows(store)
+    resumed["stored_after"] = stored_count(store)
 
     run("device_map", command(f"{MODEL_ARGS},batch_size=8,device_map=auto,max_memory=40GiB", work / "device_map",
                               args.limit), steps)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from freres_lmms import evaluate
+from freres_lmms.lmms.store import stored_count
 from freres_lmms.data.synthetic import generate
 
 PROBE = Path(__file__).with_name("eval_probe.py")
@@ -40,16 +40,6 @@ def run_probe(checkpoint, task_dir, task, out, *extra, wait=True):
     return json.loads(Path(out).read_text())
 
 
-def stored_rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(str(path), timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
-    except sqlite3.OperationalError:  # the table is not there yet
-        return 0
-
-
 def comparable(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.endswith("_seconds")}
 
@@ -61,15 +51,15 @@ def test_a_killed_run_resumes_without_recomputing_or_losing_a_sample(tmp_path, c
     first = run_probe(checkpoints["qwen2vl"], task, "freres_probe_resume", tmp_path / "a.json", f"resume={store}",
                       "slow=1.5", wait=False)
     deadline = time.time() + 240
-    while stored_rows(store) < 4 and time.time() < deadline and first.poll() is None:
+    while stored_count(store) < 4 and time.time() < deadline and first.poll() is None:
         time.sleep(0.2)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    kept = stored_rows(store)
+    kept = stored_count(store)
     assert 4 <= kept < 14, f"the kill came at {kept} stored samples of 14"
     resumed = run_probe(checkpoints["qwen2vl"], task, "freres_probe_resume", tmp_path / "b.json", f"resume={store}")
     assert resumed["computed"] == 14 - kept  # no stored sample computed again
-    assert stored_rows(store) == 14  # none lost
+    assert stored_count(store) == 14  # none lost
     fresh = run_probe(checkpoints["qwen2vl"], task, "freres_probe_resume", tmp_path / "c.json")
     assert fresh["computed"] == 14
     assert resumed["answers"] == fresh["answers"]

@@ -38,6 +38,18 @@ def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def stored_count(path: Path) -> int:
+    """Rows in the store at ``path`` over every configuration, read from outside the run writing it
+    (0 while the file or its table does not exist yet; never creates the file)."""
+    if not Path(path).exists():
+        return 0
+    try:
+        with sqlite3.connect(str(path), timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is not there yet
+        return 0
+
+
 class SampleStore:
     """One SQLite file of answered samples, keyed by configuration and request."""
 
