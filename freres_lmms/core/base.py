@@ -162,12 +162,22 @@ class Method:
         raise NotImplementedError
 
     def __call__(self, video: VideoTokens) -> CompressedVideo:
-        out = self.compress(video)
-        if out.num_tokens > video.num_tokens:
-            raise CompressionError(f"{self.name} emitted {out.num_tokens} tokens for a {video.num_tokens}-token video")
+        return self.checked(self.compress(video), video.num_tokens)
+
+    def checked(self, out: CompressedVideo, num_tokens: int) -> CompressedVideo:
+        """``out`` if it is a valid output for a ``num_tokens``-token video, else an error."""
+        if out.num_tokens > num_tokens:
+            raise CompressionError(f"{self.name} emitted {out.num_tokens} tokens for a {num_tokens}-token video")
         if out.num_tokens == 0:
             raise CompressionError(f"{self.name} emitted no tokens")
         return out
+
+    def stream(self, grid: tuple[int, int, int]) -> TokenStream:
+        """A :class:`TokenStream` that takes this method's ``T x H x W`` video in chunks of slices.
+
+        The default keeps the whole grid and runs ``compress`` at the end (methods that need every
+        token at once); methods that can work online return a stream that keeps only what they use."""
+        return GridStream(self, grid)
 
 
 @dataclass
@@ -180,3 +190,110 @@ class SelectionMethod(Method):
 
     def compress(self, video: VideoTokens) -> CompressedVideo:
         return gather_tokens(video, self.select(video))
+
+
+class TokenStream:
+    """One video's token grid fed to a method in chunks of temporal slices, in order.
+
+    ``feed(features [t, H, W, D], deepstack)`` takes the next ``t`` slices; ``finish(positions,
+    query, question)`` returns what ``method(VideoTokens(...))`` returns for the whole grid, equal to
+    it token for token. Subclasses keep only what their method will use (``_take``) and build the
+    output from it (``_finish``), so a long video's features need not all be held at once.
+    """
+
+    def __init__(self, method: Method, grid: tuple[int, int, int]):
+        self.method = method
+        self.grid = tuple(int(g) for g in grid)
+        self.filled = 0  # slices fed so far
+        self.depth: int | None = None  # feature layers per chunk (1 + DeepStack layers)
+
+    def feed(self, features: torch.Tensor, deepstack: list[torch.Tensor] | tuple = ()) -> None:
+        t, h, w = self.grid
+        layers = [features, *deepstack]
+        if features.ndim != 4 or tuple(features.shape[1:3]) != (h, w):
+            raise CompressionError(f"{self.method.name}: a chunk must be [t, {h}, {w}, D], got {tuple(features.shape)}")
+        if any(tuple(x.shape[:3]) != tuple(features.shape[:3]) for x in layers):
+            raise CompressionError(f"{self.method.name}: DeepStack chunk grids differ from the features'")
+        if self.depth is not None and len(layers) != self.depth:
+            raise CompressionError(f"{self.method.name}: chunks carry {len(layers)} feature layers, earlier ones {self.depth}")
+        if self.filled + features.shape[0] > t:
+            raise CompressionError(f"{self.method.name}: fed {self.filled + features.shape[0]} slices to a {t}-slice video")
+        self.depth = len(layers)
+        self._take(self.filled, layers)
+        self.filled += int(features.shape[0])
+
+    def finish(self, positions: torch.Tensor, query: torch.Tensor | None = None,
+               question: torch.Tensor | None = None) -> CompressedVideo:
+        t, h, w = self.grid
+        if self.filled != t:
+            raise CompressionError(f"{self.method.name}: {self.filled} of the video's {t} slices were fed")
+        if tuple(positions.shape) != (3, t, h, w):
+            raise CompressionError(f"positions must be [3, {t}, {h}, {w}], got {tuple(positions.shape)}")
+        return self.method.checked(self._finish(positions, query, question), t * h * w)
+
+    def _take(self, start: int, layers: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def _finish(self, positions, query, question) -> CompressedVideo:
+        raise NotImplementedError
+
+
+class GridStream(TokenStream):
+    """Keeps the whole grid (one buffer per layer, filled chunk by chunk; a single chunk that is the
+    whole video is kept as given, without a copy) and runs ``method.compress`` on it at the end."""
+
+    def __init__(self, method: Method, grid: tuple[int, int, int]):
+        super().__init__(method, grid)
+        self.layers: list[torch.Tensor] = []
+
+    def _take(self, start: int, layers: list[torch.Tensor]) -> None:
+        t = layers[0].shape[0]
+        if start == 0 and t == self.grid[0]:
+            self.layers = list(layers)
+            return
+        if not self.layers:
+            self.layers = [x.new_empty((self.grid[0], *x.shape[1:])) for x in layers]
+        for buffer, x in zip(self.layers, layers):
+            buffer[start:start + t] = x
+
+    def _finish(self, positions, query, question) -> CompressedVideo:
+        video = VideoTokens(self.layers[0], positions, self.layers[1:], query, question)
+        self.layers = []  # the method's output is all that is left to hold
+        return self.method.compress(video)
+
+
+class SliceStream(TokenStream):
+    """Keeps whole slices ``slices`` (sorted, distinct) and emits them, as a selection of those
+    slices' tokens would (``gather_tokens``)."""
+
+    def __init__(self, method: Method, grid: tuple[int, int, int], slices: torch.Tensor):
+        super().__init__(method, grid)
+        self.slices = slices.cpu()
+        self.kept: list[list[torch.Tensor]] = []
+
+    def _take(self, start: int, layers: list[torch.Tensor]) -> None:
+        t = layers[0].shape[0]
+        inside = self.slices[(self.slices >= start) & (self.slices < start + t)] - start
+        if inside.numel():
+            local = inside.to(layers[0].device)
+            self.kept.append([x.index_select(0, local) for x in layers])
+
+    def _finish(self, positions, query, question) -> CompressedVideo:
+        _, h, w = self.grid
+        hw = h * w
+        if not self.kept:
+            raise CompressionError(f"{self.method.name}: no slice kept")
+        layers = [torch.cat([chunk[i] for chunk in self.kept]).reshape(self.slices.numel() * hw, -1)
+                  for i in range(len(self.kept[0]))]
+        self.kept = []
+        device = positions.device
+        keep = (self.slices.to(device)[:, None] * hw + torch.arange(hw, device=device)[None, :]).flatten()
+        return CompressedVideo(layers[0], positions.reshape(3, -1).index_select(1, keep), keep, layers[1:], kept=keep)
+
+
+def compress_whole(stream: TokenStream, video: VideoTokens) -> CompressedVideo:
+    """``stream``'s output for ``video`` fed as one chunk: how an online method's ``compress`` runs,
+    so the one-shot and the streamed paths are one code path."""
+    stream._take(0, [video.features, *video.deepstack])
+    stream.filled = video.grid[0]
+    return stream._finish(video.positions, video.query, video.question)

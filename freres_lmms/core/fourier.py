@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import torch
 
-from .base import CompressedVideo, CompressionError, Method, VideoTokens
+from .base import CompressedVideo, CompressionError, Method, TokenStream, VideoTokens, compress_whole
 from .budget import budget_tokens
 from .dct import dct_basis
 
@@ -75,15 +75,20 @@ def cell_members(n: int, kept: int, device=None) -> torch.Tensor:
 
 def regrid(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``x [T, H, W, D]`` -> ``[T, h', w', D]`` in ``x``'s dtype via fp32 ``rows [h', H]`` and
-    ``cols [w', W]``; batched over frames, in chunks of frames bounded by ``CHUNK_ELEMENTS``."""
+    ``cols [w', W]``, in chunks of frames bounded by ``CHUNK_ELEMENTS``. Each axis is one 2-D
+    product whose columns are the frames' (not a batch of per-frame products, whose kernel
+    changes with the batch size), so a slice's result does not depend on how many slices come
+    with it: a video streamed in chunks gets the tokens of the whole-video call."""
     t, h, w, d = x.shape
     hk, wk = rows.shape[0], cols.shape[0]
     out = torch.empty(t, hk, wk, d, dtype=x.dtype, device=x.device)
     step = max(1, CHUNK_ELEMENTS // max(1, h * w * d))
     for lo in range(0, t, step):  # a handful of chunks, not a loop over frames
-        chunk = x[lo:lo + step].float().reshape(-1, h, w * d)
-        chunk = torch.matmul(rows, chunk).reshape(-1, w, d)  # [t' h', W, D]
-        out[lo:lo + step] = torch.matmul(cols, chunk).reshape(-1, hk, wk, d).to(x.dtype)
+        chunk = x[lo:lo + step].float()
+        n = chunk.shape[0]
+        along_h = rows @ chunk.permute(1, 0, 2, 3).reshape(h, -1)  # [h', n W D]
+        along_w = cols @ along_h.view(hk, n, w, d).permute(2, 1, 0, 3).reshape(w, -1)  # [w', n h' D]
+        out[lo:lo + step] = along_w.view(wk, n, hk, d).permute(1, 2, 0, 3).to(x.dtype)
     return out
 
 
@@ -128,23 +133,11 @@ class FourierMethod(Method):
         return budget_grid(t, h, w, budget_tokens(self.budget, t * h * w))
 
     def compress(self, video: VideoTokens) -> CompressedVideo:
-        t, h, w = video.grid
-        hk, wk = self.coarse_grid(t, h, w)
-        device = video.features.device
-        scale = math.sqrt(hk * wk / (h * w)) if self.rescale else 1.0
-        layers = [video.features, *video.deepstack]
-        if (hk, wk) == (h, w):
-            # the round trip is the identity (up to fp32 rounding, skipped): keep the input exactly
-            out = [x.reshape(t * h * w, -1) for x in layers]
-        else:
-            rows = lowpass_operator(h, hk, device) * math.sqrt(scale)  # the scale split over both axes
-            cols = lowpass_operator(w, wk, device) * math.sqrt(scale)
-            out = [regrid(x, rows, cols).reshape(t * hk * wk, -1) for x in layers]
-        positions, slots = self.coarse_positions(video.positions, hk, wk)
-        self.last_counts = {"grid": (t, h, w), "coarse": (t, hk, wk), "scale": scale,
-                            "target": None if self.budget is None else budget_tokens(self.budget, t * h * w),
-                            "total": t * hk * wk}
-        return CompressedVideo(out[0], positions, slots, out[1:])
+        return compress_whole(self.stream(video.grid), video)
+
+    def stream(self, grid: tuple[int, int, int]) -> FourierStream:
+        """Online: each slice is transformed on its own, so a chunk is regridded as it arrives."""
+        return FourierStream(self, grid)
 
     @staticmethod
     def coarse_positions(positions: torch.Tensor, hk: int, wk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,3 +160,38 @@ class FourierMethod(Method):
         frame = torch.arange(t, device=device)[:, None, None]
         slots = ((frame * h + r) * w + c).reshape(-1)
         return pos, slots
+
+
+class FourierStream(TokenStream):
+    """Regrids every chunk of slices as it comes (the transform is per slice) and keeps the result."""
+
+    def __init__(self, method: FourierMethod, grid: tuple[int, int, int]):
+        super().__init__(method, grid)
+        t, h, w = self.grid
+        self.coarse = method.coarse_grid(t, h, w)
+        self.scale = math.sqrt(self.coarse[0] * self.coarse[1] / (h * w)) if method.rescale else 1.0
+        self.chunks: list[list[torch.Tensor]] = []
+
+    def _take(self, start: int, layers: list[torch.Tensor]) -> None:
+        _, h, w = self.grid
+        hk, wk = self.coarse
+        if (hk, wk) == (h, w):
+            # the round trip is the identity (up to fp32 rounding, skipped): keep the input exactly
+            self.chunks.append([x.reshape(-1, x.shape[-1]) for x in layers])
+            return
+        device = layers[0].device
+        rows = lowpass_operator(h, hk, device) * math.sqrt(self.scale)  # the scale split over both axes
+        cols = lowpass_operator(w, wk, device) * math.sqrt(self.scale)
+        self.chunks.append([regrid(x, rows, cols).reshape(-1, x.shape[-1]) for x in layers])
+
+    def _finish(self, positions, query, question) -> CompressedVideo:
+        t, h, w = self.grid
+        hk, wk = self.coarse
+        chunks, self.chunks = self.chunks, []
+        out = chunks[0] if len(chunks) == 1 else [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+        positions, slots = self.method.coarse_positions(positions, hk, wk)
+        budget = self.method.budget
+        self.method.last_counts = {"grid": (t, h, w), "coarse": (t, hk, wk), "scale": self.scale,
+                                   "target": None if budget is None else budget_tokens(budget, t * h * w),
+                                   "total": t * hk * wk}
+        return CompressedVideo(out[0], positions, slots, out[1:])

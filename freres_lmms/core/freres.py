@@ -60,7 +60,7 @@ from functools import lru_cache
 
 import torch
 
-from .base import CompressedVideo, CompressionError, Method, VideoTokens
+from .base import CompressedVideo, CompressionError, Method, TokenStream, VideoTokens, compress_whole
 from .blocks import keep_by_blocks
 from .budget import budget_tokens
 from .dct import dct_basis
@@ -355,23 +355,30 @@ class FreResMethod(Method):
 
     # -- the method -------------------------------------------------------------------------------
     def compress(self, video: VideoTokens) -> CompressedVideo:
-        t, h, w = video.grid
-        plan = self.plan(t, h, w)
-        device = video.features.device
+        return compress_whole(self.stream(video.grid), video)
+
+    def stream(self, grid: tuple[int, int, int]) -> FreResStream:
+        """Online: a chunk leaves its anchor slices and its pooled cells, nothing else."""
+        return FreResStream(self, grid)
+
+    def _emit(self, grid: tuple[int, int, int], plan: dict, anchor_frames: torch.Tensor, anchor_layers: list[torch.Tensor],
+              pooled: list[torch.Tensor] | None, positions: torch.Tensor) -> CompressedVideo:
+        """The tokens from what the stream kept: every layer's anchor slices ``[A, HW, D]`` and, with
+        a temporal branch, every slice's pooled cells ``[T, C, D]`` (all the clip's frames enter only
+        through them)."""
+        t, h, w = grid
+        device = anchor_layers[0].device
         hw = h * w
-        layers = [video.features, *video.deepstack]  # every op is linear, so DeepStack rows follow
-        flats = [x.reshape(t, hw, -1) for x in layers]
         # float64: a floor of a mean must not fall one short through rounding
-        grid_pos = video.positions.reshape(3, t, hw).double()
+        grid_pos = positions.reshape(3, t, hw).double()
         parts = []  # (features per layer [N, D], positions [3, N], slots [N], kind) per branch
         fusion = self.fusion
         if fusion is not None:
-            fusion.check(video.features.shape[-1])
-            fusion.to(device=device, dtype=video.features.dtype)
+            fusion.check(anchor_layers[0].shape[-1])
+            fusion.to(device=device, dtype=anchor_layers[0].dtype)
 
         # temporal_only still takes the backbone's frames as I-frames and for the statics
-        anchor_frames = evenly_spaced(plan["anchors"] or plan["backbone"], t, device)
-        anchor_grid = flats[0].index_select(0, anchor_frames)  # [A, HW, D]: anchor energy and statics
+        anchor_grid = anchor_layers[0]  # [A, HW, D]: anchor energy and statics
         unseen = None  # grid positions that no emitted anchor shows: where statics may go
         if plan["anchors"]:  # launched before the temporal branch's one host sync, so they overlap it
             energy = torch.linalg.vector_norm(anchor_grid, dim=-1, dtype=torch.float32)
@@ -381,14 +388,15 @@ class FreResMethod(Method):
             token_of = kept.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :plan["tokens_per_anchor"]]
             token_of = token_of.sort(dim=1).values
             flat_index = (anchor_frames[:, None] * hw + token_of).flatten()
-            rows = [f.reshape(t * hw, -1).index_select(0, flat_index) for f in flats]  # one gather per layer
+            local_index = (torch.arange(len(anchor_frames), device=device)[:, None] * hw + token_of).flatten()
+            rows = [a.reshape(-1, a.shape[-1]).index_select(0, local_index) for a in anchor_layers]  # one gather per layer
         if plan["groups"]:
             layout = temporal_layout(t, h, w, plan["groups"], plan["coefficients"], plan["pool"], device, plan["span"])
-            temporal = self._temporal(flats, anchor_frames, anchor_grid, unseen, plan, grid_pos, layout, h, w)
+            temporal = self._temporal(pooled, anchor_frames, anchor_layers, unseen, plan, grid_pos, layout, h, w)
         if plan["anchors"]:
             if self.mode == "absorber" and plan["groups"]:
                 rows = self._absorb(rows, anchor_frames, token_of, temporal, fusion)
-            parts.append((rows, video.positions.reshape(3, -1)[:, flat_index], flat_index, "raw"))
+            parts.append((rows, positions.reshape(3, -1)[:, flat_index], flat_index, "raw"))
         if plan["groups"]:
             parts += temporal["parts"]
         if fusion is not None:  # adapters, type embeddings and gates act on the main features
@@ -398,7 +406,7 @@ class FreResMethod(Method):
         if not any(p[2].numel() for p in parts):  # only temporal_only can get here: no anchors
             raise CompressionError("freres: temporal_only has nothing to emit: every residual of this clip "
                                    "is zero or below energy_floor (a still scene)")
-        features = [torch.cat([p[0][i].to(x.dtype) for p in parts]) for i, x in enumerate(layers)]
+        features = [torch.cat([p[0][i].to(x.dtype) for p in parts]) for i, x in enumerate(anchor_layers)]
         positions = torch.cat([p[1] for p in parts], 1)
         slots = torch.cat([p[2] for p in parts])
         emitted = {kind: int(slot.numel()) for _, _, slot, kind in parts}
@@ -407,11 +415,11 @@ class FreResMethod(Method):
                             "plan": plan, "total": int(slots.numel())}
         return CompressedVideo(features[0], positions, slots, features[1:])
 
-    def _temporal(self, flats, anchor_frames, anchor_grid, unseen, plan, grid_pos, layout, h, w) -> dict:
-        t, hw = flats[0].shape[:2]
-        device = flats[0].device
-        weights, cell_of, group = layout["weights"], layout["cell_of"], layout["group"]  # [C, HW], [HW], [T]
-        pooled = [torch.matmul(weights.to(f.dtype), f) for f in flats]  # [T, C, D]: one read of the input
+    def _temporal(self, pooled, anchor_frames, anchor_layers, unseen, plan, grid_pos, layout, h, w) -> dict:
+        t = pooled[0].shape[0]
+        device = pooled[0].device
+        anchor_grid = anchor_layers[0]
+        cell_of, group = layout["cell_of"], layout["group"]  # [HW], [T]
         # I-frames: anchors, frame 0 and events (cosine distance of pooled frames above tau; in the
         # features' dtype with float accumulation)
         base = pooled[0].flatten(1)
@@ -446,9 +454,7 @@ class FreResMethod(Method):
                 change = change.masked_fill(~unseen, float("inf"))
             order = change.argsort(stable=True)[: plan["statics"]]
             still = order[torch.isfinite(change[order])].sort().values  # [S'] grid positions (one host sync)
-            rows = (anchor_frames[:, None] * hw + still[None, :]).flatten()  # [A*S'] flat grid indices
-            statics = [f.reshape(t * hw, -1).index_select(0, rows).view(len(anchor_frames), len(still), f.shape[-1])
-                       .float().mean(0) for f in flats]
+            statics = [a.index_select(1, still).float().mean(0) for a in anchor_layers]
             static_pos = grid_pos[:, anchor_frames][:, :, still].mean(1)  # [3, S']
             static_idx = layout["grid_idx"][:, anchor_frames][:, :, still].mean(1)
             static_part = (statics, static_pos.floor().long())
@@ -521,3 +527,45 @@ class FreResMethod(Method):
         scores = scores.masked_fill(~allowed.flatten(2), float("-inf"))
         weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # tokens with no candidate absorb nothing
         return [(r.view(n_anchor, per_anchor, -1) + torch.bmm(weights.to(dtype), kk)).flatten(0, 1) for r, kk in zip(rows, keys)]
+
+
+class FreResStream(TokenStream):
+    """Fre-Res online: of each chunk it keeps the anchor slices (every layer) and, when the temporal
+    branch is on, every slice's pooled cells; the rest of the chunk is not held. Everything Fre-Res
+    computes from the other frames (events, residuals, the DCT) reads the pooled cells only."""
+
+    def __init__(self, method: FreResMethod, grid: tuple[int, int, int]):
+        super().__init__(method, grid)
+        t, h, w = self.grid
+        self.plan = method.plan(t, h, w)
+        self.anchor_frames = evenly_spaced(self.plan["anchors"] or self.plan["backbone"], t)
+        self.anchor_layers: list[torch.Tensor] = []
+        self.pooled: list[torch.Tensor] | None = None
+        self.weights = None
+
+    def _take(self, start: int, layers: list[torch.Tensor]) -> None:
+        t, h, w = self.grid
+        chunk = layers[0].shape[0]
+        device = layers[0].device
+        flats = [x.reshape(chunk, h * w, -1) for x in layers]
+        inside = ((self.anchor_frames >= start) & (self.anchor_frames < start + chunk)).nonzero().flatten()
+        if inside.numel():
+            local = (self.anchor_frames[inside] - start).to(device)
+            if not self.anchor_layers:
+                self.anchor_layers = [f.new_empty((len(self.anchor_frames), *f.shape[1:])) for f in flats]
+            for buffer, f in zip(self.anchor_layers, flats):
+                buffer[inside.to(device)] = f.index_select(0, local)
+        if self.plan["groups"]:
+            if self.weights is None:
+                plan = self.plan
+                self.weights = temporal_layout(t, h, w, plan["groups"], plan["coefficients"], plan["pool"], device,
+                                               plan["span"])["weights"]
+                self.pooled = [f.new_empty((t, self.weights.shape[0], f.shape[-1])) for f in flats]
+            for buffer, f in zip(self.pooled, flats):
+                buffer[start:start + chunk] = torch.matmul(self.weights.to(f.dtype), f)  # [t, C, D]
+
+    def _finish(self, positions, query, question) -> CompressedVideo:
+        anchor_layers, pooled = self.anchor_layers, self.pooled
+        self.anchor_layers, self.pooled = [], None
+        return self.method._emit(self.grid, self.plan, self.anchor_frames.to(positions.device), anchor_layers, pooled,
+                                 positions)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CompressionError, SelectionMethod, VideoTokens
+from .base import CompressionError, SelectionMethod, SliceStream, VideoTokens
 from .budget import budget_tokens
 
 
@@ -53,3 +53,7 @@ class UniformMethod(SelectionMethod):
         frames = self.slices(t, h, w).to(video.features.device)
         per_slice = torch.arange(h * w, device=video.features.device)
         return (frames[:, None] * (h * w) + per_slice[None, :]).flatten()
+
+    def stream(self, grid: tuple[int, int, int]) -> SliceStream:
+        """Online: only the kept slices are held."""
+        return SliceStream(self, grid, self.slices(*grid))

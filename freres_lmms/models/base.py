@@ -1,7 +1,8 @@
 """Sequence bookkeeping shared by the Qwen-VL adapters.
 
-The recipe (transformers 5.23, see docs): run the vision encoder once, hand each video's token
-grid to a compression method, rebuild ``input_ids``, ``attention_mask``, ``mm_token_type_ids``
+The recipe (transformers 5.23, see docs): run the vision encoder over each video one chunk of
+temporal slices at a time, feed every chunk to the compression method's stream (``Method.stream``:
+online methods keep only what they will emit), rebuild ``input_ids``, ``attention_mask``, ``mm_token_type_ids``
 and 4-row position ids around the emitted tokens, pass the emitted features as
 ``mm_encoder_outputs`` and call the stock ``generate``. No model code is copied or patched.
 
@@ -37,6 +38,7 @@ class CompressionStats:
     visual_tokens_before: int = 0
     visual_tokens_after: int = 0
     compression_seconds: float = 0.0
+    vision_seconds: float = 0.0  # the vision tower, all chunks (GPU-synchronized)
     # methods acting inside the LLM (AdaReTaKe): visual KV entries stored, mean over layers
     kv_visual_tokens: float | None = None
 
@@ -53,8 +55,13 @@ class QwenVLAdapter:
         if model_type != cls.model_type:
             raise ValueError(f"{source} is a {model_type!r} checkpoint but the {cls.family} adapter needs {cls.model_type!r}")
 
-    def __init__(self, model, processor, keep_dropped_timestamps: bool = False):
+    def __init__(self, model, processor, keep_dropped_timestamps: bool = False, vision_chunk_tokens: int = 16384):
         self.require(getattr(model.config, "model_type", None), "the model")
+        if isinstance(vision_chunk_tokens, bool) or not isinstance(vision_chunk_tokens, int) or vision_chunk_tokens < 1:
+            raise ValueError(f"vision_chunk_tokens must be a positive int, got {vision_chunk_tokens!r}")
+        # merged tokens per vision-tower call (whole slices, at least one): bounds the tower's
+        # activations and lets a method's stream drop each chunk once it has taken what it needs
+        self.vision_chunk_tokens = vision_chunk_tokens
         self.model = model
         self.processor = processor
         self.video_token_id = model.config.video_token_id
@@ -68,9 +75,9 @@ class QwenVLAdapter:
         """DeepStack features of one video (flat [N, D] per layer); none outside Qwen3-VL."""
         return []
 
-    def pack_encoder_output(self, encoded, features: list[torch.Tensor], deepstack: list[list[torch.Tensor]]):
-        """The ``mm_encoder_outputs["video"]`` object the stock forward consumes."""
-        return type(encoded)(pooler_output=tuple(features))
+    def pack_encoder_output(self, output_class, features: list[torch.Tensor], deepstack: list[list[torch.Tensor]]):
+        """The ``mm_encoder_outputs["video"]`` object (of ``get_video_features``' class) the stock forward consumes."""
+        return output_class(pooler_output=tuple(features))
 
     def empty_slice_text(self, input_ids: torch.Tensor, positions: torch.Tensor, span: VideoSpan,
                          out: CompressedVideo) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -80,6 +87,34 @@ class QwenVLAdapter:
         return None
 
     # -- the recipe ---------------------------------------------------------------------------
+    def pixel_chunks(self, pixel_values: torch.Tensor, grids: torch.Tensor) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Per video, ``(pixel rows, grid [1, 3])`` of consecutive chunks of whole slices, each at most
+        ``vision_chunk_tokens`` merged tokens (one slice at least); the rows are views, not copies."""
+        per_video, start = [], 0
+        for t, gh, gw in grids.tolist():
+            rows_per_slice = gh * gw
+            slices = max(1, self.vision_chunk_tokens // (rows_per_slice // self.merge ** 2))
+            pieces = []
+            for lo in range(0, t, slices):
+                n = min(slices, t - lo)
+                grid = torch.tensor([[n, gh, gw]], dtype=grids.dtype, device=grids.device)
+                pieces.append((pixel_values[start + lo * rows_per_slice: start + (lo + n) * rows_per_slice], grid))
+            per_video.append(pieces)
+            start += t * rows_per_slice
+        if start != pixel_values.shape[0]:
+            raise ValueError(f"video_grid_thw describes {start} pixel rows, pixel_values_videos has {pixel_values.shape[0]}")
+        return per_video
+
+    @staticmethod
+    def _prompt_order(out: CompressedVideo) -> CompressedVideo:
+        """``out`` with its tokens in prompt order (by slot, stable); as given, without a copy, when
+        they already are (selection methods, and every method that emits whole slices in order)."""
+        if out.num_tokens < 2 or bool((out.slots[1:] >= out.slots[:-1]).all()):
+            return CompressedVideo(out.features, out.positions, out.slots, list(out.deepstack), None)
+        order = torch.sort(out.slots, stable=True).indices
+        return CompressedVideo(out.features[order], out.positions[:, order], out.slots[order],
+                               [d[order] for d in out.deepstack], None)
+
     def video_spans(self, input_ids: torch.Tensor, grids: torch.Tensor) -> list[VideoSpan]:
         """Sequence indices of every video's tokens, videos in batch order."""
         rows, cols = (input_ids == self.video_token_id).nonzero(as_tuple=True)
@@ -121,42 +156,51 @@ class QwenVLAdapter:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         stats = [CompressionStats() for _ in range(batch)]
-        if inputs.get("pixel_values_videos") is None:
+        if inputs.get("pixel_values_videos") is None and inputs.get("video_chunks") is None:
             return dict(inputs), stats
 
         base = self.model.model
         grids = inputs["video_grid_thw"]
-        encoded = base.get_video_features(inputs["pixel_values_videos"], grids, return_dict=True)
         rope_kwargs = {k: inputs[k] for k in ("image_grid_thw", "second_per_grid_ts") if inputs.get(k) is not None}
         mrope, _ = base.get_rope_index(
             input_ids, inputs["mm_token_type_ids"], video_grid_thw=grids, attention_mask=attention_mask, **rope_kwargs
         )
         spans = self.video_spans(input_ids, grids)
+        chunks = inputs.get("video_chunks")
+        if chunks is None:
+            chunks = self.pixel_chunks(inputs["pixel_values_videos"], grids)
+        if len(chunks) != len(spans):
+            raise ValueError(f"{len(chunks)} video chunk streams for {len(spans)} videos")
 
         outputs: list[CompressedVideo] = []
+        output_class, dtype = None, None
         for index, span in enumerate(spans):
             t, h, w = span.grid
-            features = encoded.pooler_output[index]
+            stats[span.row].visual_tokens_before += t * h * w
+            stream, method_seconds = method.stream(span.grid), 0.0
+            for pixels, grid in chunks[index]:
+                started = _clock(pixels.device)
+                encoded = base.get_video_features(pixels, grid, return_dict=True)
+                features = encoded.pooler_output[0]
+                slices = int(grid[0, 0])
+                deepstack = [layer.reshape(slices, h, w, -1) for layer in self.split_deepstack(encoded, 0)]
+                vision_done = _clock(features.device)
+                stream.feed(features.reshape(slices, h, w, -1), deepstack)
+                output_class, dtype = type(encoded), features.dtype  # nothing else of the chunk is kept here
+                del encoded, features, deepstack
+                finished = _clock(pixels.device)
+                stats[span.row].vision_seconds += vision_done - started
+                method_seconds += finished - vision_done
             query, question = self.query_embeddings(input_ids, attention_mask, span)
-            video = VideoTokens(
-                features=features.reshape(t, h, w, -1),
-                positions=mrope[:, span.row, span.seq].reshape(3, t, h, w),
-                deepstack=[layer.reshape(t, h, w, -1) for layer in self.split_deepstack(encoded, index)],
-                query=query.to(features.dtype),
-                question=question,
-            )
-            started = _clock(features.device)
-            out = method(video)
-            order = torch.sort(out.slots, stable=True).indices  # prompt order of the emitted tokens
-            outputs.append(CompressedVideo(out.features[order], out.positions[:, order], out.slots[order],
-                                           [d[order] for d in out.deepstack], None))
-            stats[span.row].compression_seconds += _clock(features.device) - started
-            stats[span.row].visual_tokens_before += video.num_tokens
+            started = _clock(input_ids.device)
+            out = stream.finish(mrope[:, span.row, span.seq].reshape(3, t, h, w), query.to(dtype), question)
+            outputs.append(self._prompt_order(out))
+            stats[span.row].compression_seconds += method_seconds + _clock(input_ids.device) - started
             stats[span.row].visual_tokens_after += out.num_tokens
 
         kwargs = self._rebuild(inputs, attention_mask, mrope, spans, outputs)
         video_output = self.pack_encoder_output(
-            encoded, [o.features for o in outputs], [[o.deepstack[i] for o in outputs] for i in range(len(outputs[0].deepstack))]
+            output_class, [o.features for o in outputs], [[o.deepstack[i] for o in outputs] for i in range(len(outputs[0].deepstack))]
         )
         kwargs["mm_encoder_outputs"] = {"video": video_output}
         if inputs.get("pixel_values") is not None:

@@ -27,8 +27,8 @@ class Qwen3VLAdapter(QwenVLAdapter):
     def split_deepstack(self, encoded, video: int) -> list[torch.Tensor]:
         return [layer[video] for layer in encoded.deepstack_features]
 
-    def pack_encoder_output(self, encoded, features, deepstack):
-        return type(encoded)(pooler_output=tuple(features), deepstack_features=[tuple(layer) for layer in deepstack])
+    def pack_encoder_output(self, output_class, features, deepstack):
+        return output_class(pooler_output=tuple(features), deepstack_features=[tuple(layer) for layer in deepstack])
 
     def empty_slice_text(self, input_ids: torch.Tensor, positions: torch.Tensor, span: VideoSpan,
                          out: CompressedVideo) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -1,0 +1,157 @@
+"""Streams: every method fed a video in chunks of slices emits what it emits for the whole video.
+
+The adapters run the vision tower one chunk of slices at a time and feed each chunk to the
+method's stream (``Method.stream``); online methods keep only what they will use. Here the
+core alone: random grids with DeepStack layers, chunk sizes from one slice to the whole clip.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from freres_lmms.core import (
+    CompressionError,
+    FourierMethod,
+    FreResMethod,
+    GridStream,
+    SliceStream,
+    VideoTokens,
+    build_method,
+)
+from freres_lmms.core.freres import FreResStream
+from freres_lmms.core.fourier import FourierStream
+
+METHODS = {
+    "full": lambda: build_method("full"),
+    "uniform_stride": lambda: build_method("uniform", stride=3),
+    "uniform_budget": lambda: build_method("uniform", budget=0.3),
+    "fourier": lambda: build_method("fourier"),
+    "fourier_budget_rescale": lambda: build_method("fourier", budget=0.2, rescale=True),
+    "freres": lambda: build_method("freres", anchors=4, groups=3, statics=4, tau=0.05),
+    "freres_budget": lambda: build_method("freres", anchors=4, budget=0.25),
+    "freres_linear": lambda: build_method("freres", anchors=3, groups=2, mode="linear_concat"),
+    "freres_temporal_only": lambda: build_method("freres", anchors=3, groups=2, mode="temporal_only", energy_floor=0.0),
+    "freres_idct": lambda: build_method("freres", anchors=3, groups=2, mode="idct_reconstruction"),
+    "freres_windows": lambda: build_method("freres", anchors=3, group_span=2),
+    "dycoke": lambda: build_method("dycoke"),
+    "cdpruner": lambda: build_method("cdpruner", budget=0.25),
+}
+
+
+def video(t=14, h=6, w=5, d=16, layers=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, h, w, d, generator=g)
+    drift = torch.randn(t, h, w, d, generator=g).cumsum(0) * 0.3  # correlated slices, with residuals
+    features = base + drift
+    grid = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"))
+    positions = grid + torch.tensor([5, 5, 5])[:, None, None, None]
+    deepstack = [features * (i + 2) + 1 for i in range(layers)]
+    query = torch.randn(4, d, generator=g)
+    return VideoTokens(features, positions, deepstack, query, torch.tensor([True, True, True, False]))
+
+
+def streamed(method, v: VideoTokens, chunk: int):
+    stream = method.stream(v.grid)
+    for lo in range(0, v.grid[0], chunk):
+        stream.feed(v.features[lo:lo + chunk], [d[lo:lo + chunk] for d in v.deepstack])
+    return stream.finish(v.positions, v.query, v.question)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("chunk", [1, 3, 5, 14])
+def test_stream_equals_whole_video(name, chunk):
+    v = video()
+    whole = METHODS[name]()(v)
+    out = streamed(METHODS[name](), v, chunk)
+    assert torch.equal(out.features, whole.features)
+    assert torch.equal(out.positions, whole.positions)
+    assert torch.equal(out.slots, whole.slots)
+    assert len(out.deepstack) == len(whole.deepstack) == 2
+    for a, b in zip(out.deepstack, whole.deepstack):
+        assert torch.equal(a, b)
+
+
+def test_online_streams_hold_only_what_they_emit():
+    v = video(t=30)
+    assert isinstance(build_method("uniform", stride=10).stream(v.grid), SliceStream)
+    assert isinstance(build_method("cdpruner", budget=0.2).stream(v.grid), GridStream)
+    assert isinstance(FourierMethod().stream(v.grid), FourierStream)
+    uniform = build_method("uniform", stride=10).stream(v.grid)
+    freres = FreResMethod(anchors=3, groups=4, pool=2).stream(v.grid)
+    for lo in range(0, 30, 4):
+        for s in (uniform, freres):
+            s.feed(v.features[lo:lo + 4], [d[lo:lo + 4] for d in v.deepstack])
+    assert sum(c[0].shape[0] for c in uniform.kept) == 3  # slices 0, 10, 20
+    assert isinstance(freres, FreResStream)
+    assert [a.shape for a in freres.anchor_layers] == [torch.Size([3, 30, 16])] * 3  # 3 anchor slices per layer
+    assert [p.shape for p in freres.pooled] == [torch.Size([30, 4, 16])] * 3  # 2x2 cells of every slice
+
+
+def test_stream_refuses_bad_chunks():
+    v = video()
+    stream = build_method("freres", anchors=4).stream(v.grid)
+    with pytest.raises(CompressionError, match=r"a chunk must be \[t, 6, 5, D\]"):
+        stream.feed(v.features[:, :3])
+    stream.feed(v.features[:10], [d[:10] for d in v.deepstack])
+    with pytest.raises(CompressionError, match="carry 1 feature layers, earlier ones 3"):
+        stream.feed(v.features[10:])
+    with pytest.raises(CompressionError, match="10 of the video's 14 slices were fed"):
+        stream.finish(v.positions)
+    with pytest.raises(CompressionError, match="fed 24 slices to a 14-slice video"):
+        stream.feed(v.features, list(v.deepstack))
+
+
+# -- the adapters: chunked vision, streamed preprocessing ----------------------------------------
+
+ADAPTER_METHODS = ["full", "uniform_budget", "fourier", "freres", "freres_budget", "dycoke", "cdpruner"]
+
+
+def encoder_rows(kwargs):
+    video = kwargs["mm_encoder_outputs"]["video"]
+    return [torch.cat(video.pooler_output)] + [torch.cat(layer) for layer in (getattr(video, "deepstack_features", None) or [])]
+
+
+@pytest.mark.parametrize("family", ["qwen2vl", "qwen2_5vl", "qwen3vl"])
+def test_streamed_preprocessing_and_chunked_vision_equal_the_one_shot_path(family, loaded, videos):
+    """Prompt, pixel values and, for every method, the LLM inputs and logits are those of the
+    processor's one call with the vision tower run once on the whole video."""
+    from freres_lmms.data.video import load_video
+    from freres_lmms.models import ADAPTERS
+    from freres_lmms.models.streaming import FrameSource, StreamTimer, streamed_inputs
+
+    model, processor = loaded[family]
+    clip = load_video(videos[2]["video"], 8).per_frame()  # 16 frames -> 8 slices
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moved?"}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    one_shot = dict(processor(text=[text], videos=[clip.frames], video_metadata=[clip.metadata()], return_tensors="pt"))
+    timer = StreamTimer()
+    source = FrameSource.from_frames(clip.frames, clip.fps, clip.indices, clip.total_frames)
+    streamed = streamed_inputs(processor, [text], [source], chunk_frames=6, timer=timer)
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw", "second_per_grid_ts"):
+        assert (key in streamed) == (key in one_shot)
+        if key in one_shot:
+            assert torch.equal(streamed[key], one_shot[key]), key
+    chunks = list(streamed["video_chunks"][0])
+    assert [int(g[0, 0]) for _, g in chunks] == [3, 3, 2]
+    assert torch.equal(torch.cat([p for p, _ in chunks]), one_shot["pixel_values_videos"])
+    assert timer.preprocess > 0
+
+    whole = ADAPTERS[family](model, processor, vision_chunk_tokens=10 ** 9)  # one vision call per video
+    chunked = ADAPTERS[family](model, processor, vision_chunk_tokens=1)  # one slice per call
+    for name in ADAPTER_METHODS:
+        reference, ref_stats = whole.compress_inputs(dict(one_shot), METHODS[name]())
+        fresh = streamed_inputs(processor, [text], [source], chunk_frames=4)
+        for inputs, adapter in ((dict(one_shot), chunked), (fresh, whole), (fresh, chunked)):
+            if "video_chunks" in inputs:  # a stream is read once
+                inputs = streamed_inputs(processor, [text], [source], chunk_frames=4)
+            ours, stats = adapter.compress_inputs(inputs, METHODS[name]())
+            for key in ("input_ids", "attention_mask", "mm_token_type_ids", "position_ids"):
+                assert torch.equal(ours[key], reference[key]), (name, key)
+            for a, b in zip(encoder_rows(ours), encoder_rows(reference), strict=True):
+                assert torch.equal(a, b), name
+            assert stats[0].visual_tokens_after == ref_stats[0].visual_tokens_after
+            assert stats[0].vision_seconds > 0
+        with torch.no_grad():
+            ids = {k: v for k, v in ours.items()}
+            assert torch.equal(model(**ids).logits, model(**reference).logits), name
