@@ -47,8 +47,8 @@ ci-regression: install ## every method on the trained testbed vs results/regress
 reproduce-table%: install ## regenerate a paper table: make reproduce-table2 [ARGS="model=tiny benchmark=synthetic"] -> results/tables/
 	$(BIN)/python scripts/reproduce_table.py table=$* $(ARGS)
 
-profile: install ## GPU profiling, TTFT and peak VRAM (not yet: see the profiling issue)
-	@echo "make profile: not written yet (profiling issue)"; exit 2
+profile: install ## Fre-Res Table 3 on one GPU: tokens, stage times, TTFT, peak memory -> results/table3.* [ARGS="rows=[freres]"]
+	$(BIN)/python scripts/profile_table3.py $(ARGS)
 
 clean: ## remove generated checkpoints, synthetic data and outputs (keeps .venv)
 	rm -rf checkpoints outputs task_configs/freres_synthetic/data

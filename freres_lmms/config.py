@@ -199,6 +199,29 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     return cfg
 
 
+def compose_profile(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """``conf/profile.yaml`` with ``overrides`` (``scripts/profile_table3.py``), checked before any work."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base=None):
+            cfg = hydra_compose("profile", overrides=list(overrides))
+    except Exception as err:
+        raise ConfigError(f"cannot compose profile {' '.join(overrides) or '(defaults)'}: {err}") from None
+    if cfg.frame_encoding not in ("paired", "per_frame"):
+        raise ConfigError(f"frame_encoding must be paired or per_frame, got {cfg.frame_encoding!r}")
+    for key in ("video.frames", "video.height", "video.width", "stream.chunk_frames", "stream.vision_chunk_tokens",
+                "runs", "warmup_frames", "decode_tokens"):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be a positive int, got {value!r}")
+    if cfg.stream.chunk_frames % 2:
+        raise ConfigError(f"stream.chunk_frames must be even (temporal patch 2), got {cfg.stream.chunk_frames}")
+    if not isinstance(cfg.prefill.chunk_tokens, int) or cfg.prefill.chunk_tokens < 0:
+        raise ConfigError(f"prefill.chunk_tokens must be a non-negative int, got {cfg.prefill.chunk_tokens!r}")
+    if cfg.prefill.backend not in (None, "cudnn", "flash", "efficient", "math"):
+        raise ConfigError(f"prefill.backend must be cudnn, flash, efficient, math or null, got {cfg.prefill.backend!r}")
+    return cfg
+
+
 # -- the method group: a schema per registered method ---------------------------------------------
 def _schema_type(annotation: Any) -> Any:
     """OmegaConf type for a method field: primitives stay, unions (``int | float | None``) become Any."""

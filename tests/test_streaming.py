@@ -155,3 +155,28 @@ def test_streamed_preprocessing_and_chunked_vision_equal_the_one_shot_path(famil
         with torch.no_grad():
             ids = {k: v for k, v in ours.items()}
             assert torch.equal(model(**ids).logits, model(**reference).logits), name
+
+
+@pytest.mark.parametrize("family", ["qwen2vl", "qwen2_5vl", "qwen3vl"])
+def test_chunked_prefill_and_greedy_decode_equal_generate(family, loaded, videos):
+    """Pieces of 7 tokens (every piece boundary inside the video's rows), of 16, and one piece: the
+    last position's logits are generate's first logits (fp32 rounding) and the greedy tokens agree."""
+    from freres_lmms.data.video import load_video
+    from freres_lmms.models import ADAPTERS
+    from freres_lmms.models.prefill import chunked_prefill, greedy_decode
+
+    model, processor = loaded[family]
+    clip = load_video(videos[4]["video"], 8)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What moved?"}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = dict(processor(text=[text], videos=[clip.frames], video_metadata=[clip.metadata()], return_tensors="pt"))
+    kwargs, _ = ADAPTERS[family](model, processor).compress_inputs(inputs, METHODS["freres"]())
+    reference = model.generate(**kwargs, max_new_tokens=5, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    for chunk in (7, 16, 10 ** 6):
+        logits, cache = chunked_prefill(model, kwargs, chunk)
+        assert cache.get_seq_length() == kwargs["input_ids"].shape[1]
+        assert torch.allclose(logits, reference.logits[0], atol=1e-4, rtol=0), chunk
+        tokens = greedy_decode(model, cache, logits, kwargs["position_ids"][:, :, -1:], 5)
+        assert tokens[0].tolist() == reference.sequences[0, -5:].tolist()
+    with pytest.raises(ValueError, match="one sample at a time"):
+        chunked_prefill(model, {**kwargs, "input_ids": kwargs["input_ids"].repeat(2, 1)}, 8)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,36 @@ class FrameSource:
         indices = list(range(n)) if indices is None else list(indices)
         return cls(n, int(frames.shape[-2]), int(frames.shape[-1]), float(fps), indices,
                    n if total_frames is None else int(total_frames), lambda lo, hi: frames[lo:hi])
+
+    @classmethod
+    def from_file(cls, path: str, max_frames: int | None = None, fps: float | None = None) -> FrameSource:
+        """A video file read with decord, one chunk of frames per ``read`` (nothing decoded up front)."""
+        import decord
+
+        from ..data.video import VideoLoadError, sample_indices
+
+        try:
+            reader = decord.VideoReader(path, num_threads=0)
+        except Exception:
+            raise VideoLoadError(f"cannot decode video {path}: not a readable video file") from None
+        total, rate = len(reader), float(reader.get_avg_fps() or 1.0)
+        indices = sample_indices(total, rate, max_frames or total, fps)
+        height, width = reader[0].shape[:2]
+
+        def read(lo: int, hi: int) -> torch.Tensor:
+            return torch.from_numpy(reader.get_batch(indices[lo:hi]).asnumpy()).permute(0, 3, 1, 2).contiguous()
+
+        return cls(len(indices), int(height), int(width), rate, indices, total, read)
+
+    def per_frame(self) -> FrameSource:
+        """Each frame twice in a row (``LoadedVideo.per_frame``: one latent slice per frame), read lazily."""
+        source = self
+
+        def read(lo: int, hi: int) -> torch.Tensor:
+            return source.read(lo // 2, (hi + 1) // 2).repeat_interleave(2, dim=0)[lo % 2: lo % 2 + hi - lo]
+
+        doubled = [j for i in self.indices for j in (2 * i, 2 * i + 1)]
+        return FrameSource(2 * self.num_frames, self.height, self.width, 2 * self.fps, doubled, 2 * self.total_frames, read)
 
     def metadata(self, lo: int = 0, hi: int | None = None) -> VideoMetadata:
         hi = self.num_frames if hi is None else hi
@@ -106,15 +137,26 @@ class VideoChunks:
     def __len__(self) -> int:
         return -(-self.source.num_frames // self.chunk_frames)
 
+    def _prepare(self, lo: int) -> tuple[torch.Tensor, torch.Tensor]:
+        hi = min(lo + self.chunk_frames, self.source.num_frames)
+        started = time.perf_counter()
+        frames = self.source.read(lo, hi)
+        read = time.perf_counter()
+        batch = self.video_processor(videos=[frames], video_metadata=[self.source.metadata(lo, hi)], do_resize=False,
+                                     do_sample_frames=False, return_tensors="pt")
+        self.timer.decode += read - started
+        self.timer.preprocess += time.perf_counter() - read
+        return batch["pixel_values_videos"], batch["video_grid_thw"]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for lo in range(0, self.source.num_frames, self.chunk_frames):
-            hi = min(lo + self.chunk_frames, self.source.num_frames)
-            started = time.perf_counter()
-            frames = self.source.read(lo, hi)
-            read = time.perf_counter()
-            batch = self.video_processor(videos=[frames], video_metadata=[self.source.metadata(lo, hi)], do_resize=False,
-                                         do_sample_frames=False, return_tensors="pt")
-            pixels = batch["pixel_values_videos"].to(self.device, non_blocking=True)
-            self.timer.decode += read - started
-            self.timer.preprocess += time.perf_counter() - read
-            yield pixels, batch["video_grid_thw"].to(self.device)
+        """The next chunk is read and preprocessed on a worker thread while the caller uses this one
+        (the CPU work overlaps the vision tower); at most two chunks of pixel values exist."""
+        starts = list(range(0, self.source.num_frames, self.chunk_frames))
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            pending = worker.submit(self._prepare, starts[0])
+            for index in range(len(starts)):
+                pixels, grid = pending.result()
+                if index + 1 < len(starts):
+                    pending = worker.submit(self._prepare, starts[index + 1])
+                yield pixels.to(self.device, non_blocking=True), grid.to(self.device)
+                del pixels

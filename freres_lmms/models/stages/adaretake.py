@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DynamicCache
 from transformers.generation import (
     GenerateDecoderOnlyOutput,
@@ -38,6 +39,7 @@ from ...core.base import CompressionError
 from . import scoped_attention
 
 ATTENTION = "freres_adaretake"
+_NO_PLANNING = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SETTINGS = {"max_new_tokens", "do_sample", "num_beams", "pad_token_id", "eos_token_id", "temperature", "top_p", "top_k",
             "repetition_penalty", "output_logits", "return_dict_in_generate", "use_cache"}
 
@@ -89,7 +91,13 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
     mask = None  # q == kv: SDPA's own causal mask; one query: everything visible
     if 1 < q_len < kv_len:  # SDPA's is_causal is top-left aligned: build the bottom-right mask
         mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)[None, None]
-    return sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+    if q_len == kv_len:
+        return sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+    # layers hold different cache lengths, so every decode step and chunk meets shapes never seen:
+    # cuDNN attention would build an execution plan for each (1.4 s of CPU over a 16-token decode
+    # on the H200, issue 15); the other kernels need none
+    with sdpa_kernel(_NO_PLANNING):
+        return sdpa_attention_forward(module, query, key, value, mask, **kwargs)
 
 
 @contextmanager
@@ -117,12 +125,21 @@ def _slice_starts(seq: torch.Tensor, hw: torch.Tensor) -> torch.Tensor:
 class _Row:
     """One sample's valid tokens and what the prefill needs of them."""
 
-    embeds: torch.Tensor  # [n, D]
+    embed: torch.nn.Module  # the LLM's input embeddings
     positions: torch.Tensor  # [4, n]
     ids: torch.Tensor  # [n]
-    video: torch.Tensor  # sequence indices of the video tokens
+    video: torch.Tensor  # sequence indices of the video tokens (sorted)
     features: torch.Tensor  # [V, D]
     deepstack: list[torch.Tensor]  # [V, D] per DeepStack layer
+
+    def embeds(self, lo: int, hi: int) -> torch.Tensor:
+        """Input embeddings of tokens ``[lo, hi)``, the video's features at its tokens: built per
+        piece, so no copy of the whole sequence's embeddings is held (8.5 GB at 1800 frames)."""
+        out = self.embed(self.ids[lo:hi])
+        first, last = torch.searchsorted(self.video, torch.tensor([lo, hi], device=self.video.device)).tolist()
+        if last > first:
+            out[self.video[first:last] - lo] = self.features[first:last].to(out.dtype)
+        return out
 
 
 class _Prefill:
@@ -145,7 +162,7 @@ class _Prefill:
 
     def span(self, lo: int, hi: int) -> torch.Tensor:
         """Prefill the text ``[lo, hi)`` of the row as is."""
-        return self.forward(self.row.embeds[lo:hi], self.row.positions[:, lo:hi])
+        return self.forward(self.row.embeds(lo, hi), self.row.positions[:, lo:hi])
 
     def prefill(self) -> tuple[torch.Tensor, dict]:
         """Prefill the whole row; returns the last position's hidden state and the counts."""
@@ -181,12 +198,12 @@ class _Prefill:
         """
         row = self.row
         video_seq = row.video[rows[0]:rows[1]]
-        is_video = torch.zeros(hi - lo, dtype=torch.bool, device=row.embeds.device)
+        is_video = torch.zeros(hi - lo, dtype=torch.bool, device=row.ids.device)
         is_video[video_seq - lo] = True
         deepstack = [d[rows[0]:rows[1]] for d in row.deepstack]
         length = video_seq.numel()
         if not plan.compresses(c):
-            self.forward(row.embeds[lo:hi], row.positions[:, lo:hi], is_video, deepstack=deepstack)
+            self.forward(row.embeds(lo, hi), row.positions[:, lo:hi], is_video, deepstack=deepstack)
             return torch.full((self.layers,), length, dtype=torch.long)
         g_lo, g_hi = guide
         prompt = g_hi - g_lo
@@ -196,9 +213,9 @@ class _Prefill:
         shifted = guide_pos - guide_pos[:, :1] + chunk_pos[1:].max() + 1
         shifted[0] = guide_pos[0] - guide_pos[0, 0] + chunk_pos[0, -1] + 1  # the text row continues the chunk
         before = self.cache.lengths() or [0] * self.layers
-        _ACTIVE[0] = scoring = _Scoring(prompt, (video_seq - lo).to(row.embeds.device))
+        _ACTIVE[0] = scoring = _Scoring(prompt, (video_seq - lo).to(row.ids.device))
         try:
-            self.forward(torch.cat([row.embeds[lo:hi], row.embeds[g_lo:g_hi]]), torch.cat([chunk_pos, shifted], 1),
+            self.forward(torch.cat([row.embeds(lo, hi), row.embeds(g_lo, g_hi)]), torch.cat([chunk_pos, shifted], 1),
                          torch.cat([is_video, is_video.new_zeros(prompt)]), deepstack=deepstack)
         finally:
             _ACTIVE[0] = None
@@ -254,17 +271,14 @@ def _rows(adapter, kwargs: dict) -> list[_Row]:
         valid = mask[b].bool()
         row_ids = ids[b, valid]
         video = (row_ids == adapter.video_token_id).nonzero().squeeze(1)
-        embeds = embed(row_ids)
-        features, deepstack = embeds.new_zeros(0, embeds.shape[-1]), []
+        features, deepstack = embed.weight.new_zeros(0, embed.weight.shape[-1]), []
         if video.numel():
             if index >= len(videos) or videos[index].shape[0] != video.numel():
                 raise CompressionError("adaretake: one video per sample is supported; the video features do not match")
             features = videos[index]
             deepstack = [layer[index] for layer in deep]
-            embeds = embeds.clone()
-            embeds[video] = features.to(embeds.dtype)
             index += 1
-        rows.append(_Row(embeds, positions[:, b, valid], row_ids, video, features, deepstack))
+        rows.append(_Row(embed, positions[:, b, valid], row_ids, video, features, deepstack))
     if index != len(videos):
         raise CompressionError("adaretake: one video per sample is supported; some video features have no sample")
     return rows
