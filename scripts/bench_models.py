@@ -38,13 +38,9 @@ from freres_lmms.core import UniformMethod, build_method
 from freres_lmms.data.checkpoints import resolve_pretrained
 from freres_lmms.models import Qwen3VLAdapter
 from freres_lmms.presets import method_preset
+from freres_lmms.tables.profile import QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION
 
-# ../shared/docs/model-configs.md: Qwen3-VL-8B-Instruct
-TEXT = {"hidden_size": 4096, "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "head_dim": 128, "intermediate_size": 12288, "vocab_size": 151936, "max_position_embeddings": 262144}
-VISION = {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16, "out_hidden_size": 4096,
-          "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "deepstack_visual_indexes": [8, 16, 24],
-          "num_position_embeddings": 2304}
+TEXT, VISION = QWEN3_VL_8B_TEXT, QWEN3_VL_8B_VISION  # ../shared/docs/model-configs.md: Qwen3-VL-8B-Instruct
 
 
 def methods(frames: int) -> dict:
