@@ -39,6 +39,7 @@ class CompressionStats:
     visual_tokens_after: int = 0
     compression_seconds: float = 0.0
     vision_seconds: float = 0.0  # the vision tower, all chunks (GPU-synchronized)
+    finish_seconds: float = 0.0  # of compression_seconds, the method's work after the last chunk
     # methods acting inside the LLM (AdaReTaKe): visual KV entries stored, mean over layers
     kv_visual_tokens: float | None = None
 
@@ -195,7 +196,9 @@ class QwenVLAdapter:
             started = _clock(input_ids.device)
             out = stream.finish(mrope[:, span.row, span.seq].reshape(3, t, h, w), query.to(dtype), question)
             outputs.append(self._prompt_order(out))
-            stats[span.row].compression_seconds += method_seconds + _clock(input_ids.device) - started
+            finished = _clock(input_ids.device) - started
+            stats[span.row].compression_seconds += method_seconds + finished
+            stats[span.row].finish_seconds += finished
             stats[span.row].visual_tokens_after += out.num_tokens
 
         kwargs = self._rebuild(inputs, attention_mask, mrope, spans, outputs)

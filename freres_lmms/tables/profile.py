@@ -170,7 +170,8 @@ def paper_context(kwargs: dict, video_token_id: int, text_tokens: int = 22) -> d
     return out
 
 
-def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=None, chunk=None) -> dict:
+def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=None, chunk=None,
+              release: bool = False) -> dict:
     """Prefill to the first token, then the decode; seconds and the stage's peak memory."""
     from ..models.prefill import chunked_prefill, greedy_decode
     from ..models.stages import stage_for
@@ -184,19 +185,14 @@ def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=No
     started = time.perf_counter()
     stage = stage_for(method.name)
     if stage is not None and method.name == "adaretake":  # its chunked prefill compresses the KV cache
-        settings = {"max_new_tokens": 1, "do_sample": False, "pad_token_id": adapter.processor.tokenizer.pad_token_id,
-                    "eos_token_id": None}
-        stage(adapter, method, dict(kwargs), settings, [adapter_stats()])
-        torch.cuda.synchronize(device)
-        prefill = time.perf_counter() - started
-        peak = torch.cuda.max_memory_allocated(device)
-        started = time.perf_counter()
-        stage(adapter, method, dict(kwargs), {**settings, "max_new_tokens": decode_tokens}, [adapter_stats()])
-        torch.cuda.synchronize(device)
-        decode = time.perf_counter() - started - prefill  # the same prefill, then the decode
-        return {"prefill_s": prefill, "decode_s": decode, "llm_peak_bytes": peak, "prompt_tokens": length,
-                "kv_visual_tokens": method.last_counts.get("total")}
-    logits, cache = chunked_prefill(model, kwargs, chunk or length, backend)
+        settings = {"max_new_tokens": decode_tokens, "do_sample": False,
+                    "pad_token_id": adapter.processor.tokenizer.pad_token_id, "eos_token_id": None}
+        stage(adapter, method, kwargs, settings, [adapter_stats()])
+        counts = method.last_counts
+        return {"prefill_s": counts["prefill_seconds"], "decode_s": counts["decode_seconds"],
+                "llm_peak_bytes": torch.cuda.max_memory_allocated(device), "prompt_tokens": length,
+                "kv_visual_tokens": counts.get("total")}
+    logits, cache = chunked_prefill(model, kwargs, chunk or length, backend, release=release)
     torch.cuda.synchronize(device)
     prefill = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device)
@@ -234,15 +230,18 @@ def run_row(adapter, method, cfg, frames: int, sweep: bool = False) -> dict:
     row = {"visual_tokens": visual, "text_tokens": int(ids.numel()) - visual,
            "visual_tokens_before": stats[0].visual_tokens_before, "decode_frames_s": timer.decode,
            "preprocess_s": timer.preprocess, "vision_s": stats[0].vision_seconds,
-           "compression_s": stats[0].compression_seconds, "front_s": front, "front_peak_bytes": front_peak}
-    row.update(llm_stage(adapter, method, kwargs, cfg, int(cfg.decode_tokens)))
+           "compression_s": stats[0].compression_seconds, "compression_finish_s": stats[0].finish_seconds, "front_s": front, "front_peak_bytes": front_peak}
+    paper = paper_context(kwargs, adapter.video_token_id) if method.name == "freres" else None
+    # the row's own prompt; then, its kwargs gone, the paper's context takes the features and frees
+    # them piece by piece (the LLM-stage peak of the bar)
+    row.update(llm_stage(adapter, method, kwargs, cfg, int(cfg.decode_tokens), release=paper is None))
     row["peak_bytes"] = max(front_peak, row["llm_peak_bytes"])
     row["ttft_s"] = front - timer.decode + row["prefill_s"]
-    if method.name == "freres":
-        row["paper_context"] = llm_stage(adapter, method, paper_context(kwargs, adapter.video_token_id), cfg,
-                                         int(cfg.decode_tokens))
+    del kwargs, inputs
+    if paper is not None:
         if sweep:
-            row["prefill_sweep"] = prefill_sweep(adapter, method, paper_context(kwargs, adapter.video_token_id), cfg)
+            row["prefill_sweep"] = prefill_sweep(adapter, method, paper, cfg)
+        row["paper_context"] = llm_stage(adapter, method, paper, cfg, int(cfg.decode_tokens), release=True)
     return row
 
 

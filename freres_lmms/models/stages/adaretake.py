@@ -22,6 +22,7 @@ their chunk. Only video prompts are supported (no images), one video per sample.
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from ...core.adaretake import AdaReTaKeMethod, chunk_scores
 from ...core.base import CompressionError
+from ..attention import prefix_causal_attention
 from . import scoped_attention
 
 ATTENTION = "freres_adaretake"
@@ -80,7 +82,7 @@ _ACTIVE: list[_Scoring | None] = [None]  # the scoring request of the forward in
 
 
 def _attention(module, query, key, value, attention_mask, **kwargs):
-    """SDPA with a bottom-right causal mask; scores the chunk when a scoring request is active."""
+    """Bottom-right causal attention (``models.attention``); scores the chunk when a scoring request is active."""
     q_len, kv_len = query.shape[2], key.shape[2]
     scoring = _ACTIVE[0]
     if scoring is not None:
@@ -88,16 +90,17 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
         scoring.scores[module.layer_idx] = chunk_scores(
             query[0, :, q_len - scoring.prompt:], key[0, :, past + scoring.video], kwargs.get("scaling")
         )
-    mask = None  # q == kv: SDPA's own causal mask; one query: everything visible
-    if 1 < q_len < kv_len:  # SDPA's is_causal is top-left aligned: build the bottom-right mask
-        mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)[None, None]
-    if q_len == kv_len:
-        return sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+    if q_len == kv_len:  # SDPA's own causal mask
+        return sdpa_attention_forward(module, query, key, value, None, **kwargs)
     # layers hold different cache lengths, so every decode step and chunk meets shapes never seen:
-    # cuDNN attention would build an execution plan for each (1.4 s of CPU over a 16-token decode
-    # on the H200, issue 15); the other kernels need none
-    with sdpa_kernel(_NO_PLANNING):
-        return sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+    # cuDNN attention would build an execution plan for each (1.4 s of CPU over a 16-token decode on
+    # the H200, issue 15); flash and the memory-efficient kernel need none
+    if q_len == 1:  # one query: every cached key visible
+        with sdpa_kernel(_NO_PLANNING):
+            return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+    # a chunk after the cache: bottom-right causal, exact without a mask (models.attention)
+    out = prefix_causal_attention(query, key, value, kwargs.get("scaling"), "flash")
+    return out.transpose(1, 2).contiguous(), None
 
 
 @contextmanager
@@ -292,7 +295,8 @@ def generate(adapter, method: AdaReTaKeMethod, kwargs: dict, settings: dict, sta
     ``method.last_counts`` (of the last row): ``per_chunk [C, L]`` kept counts, ``per_layer [L]``,
     ``total`` (mean over layers), ``cache_lengths`` and ``peak`` (per-layer cache length after and
     at most during prefill), ``text`` (text tokens in the cache), ``guide`` (prompt tokens appended
-    to each compressed chunk) and ``plan`` (the ``ChunkPlan``).
+    to each compressed chunk), ``plan`` (the ``ChunkPlan``), and ``prefill_seconds`` /
+    ``decode_seconds`` (GPU-synchronized; the first token is part of the decode).
     """
     model = adapter.model
     options = _decode_settings(model, settings)
@@ -301,14 +305,17 @@ def generate(adapter, method: AdaReTaKeMethod, kwargs: dict, settings: dict, sta
     with adaretake_attention(model.model.language_model):
         for b, row in enumerate(_rows(adapter, kwargs)):
             run = _Prefill(adapter, method, row)
+            started = _clock(hidden_device := row.ids.device)
             hidden, counts = run.prefill()
+            prefilled = _clock(hidden_device)
             per_chunk = counts["per_chunk"]
             per_layer = per_chunk.sum(0) if per_chunk.numel() else torch.zeros(run.layers, dtype=torch.long)
             method.last_counts = {**counts, "per_layer": per_layer, "total": float(per_layer.double().mean()),
                                   "cache_lengths": run.cache.lengths(), "peak": [run.cache.peak[i] for i in range(run.layers)],
-                                  "text": row.ids.numel() - row.video.numel()}
+                                  "text": row.ids.numel() - row.video.numel(), "prefill_seconds": prefilled - started}
             stats[b].kv_visual_tokens = float(per_layer.double().mean())
             tokens, logits = _decode(run, hidden, options)
+            method.last_counts["decode_seconds"] = _clock(hidden_device) - prefilled
             outputs.append(tokens)
             all_logits.append(logits)
     steps = max(t.numel() for t in outputs)
@@ -345,3 +352,9 @@ def _decode(run: _Prefill, hidden: torch.Tensor, options: dict) -> tuple[torch.T
             break
         hidden = run.forward(embed(token), last + 1 + step)[-1]
     return torch.cat(tokens), logits
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
