@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 
 KERNELS = ("cudnn", "flash")
+#: kernels that failed here and were replaced by flash's op (reported by the profile)
+FALLBACKS: dict[str, str] = {}
 
 
 def attention_with_lse(query, key, value, causal: bool, scale: float | None, kernel: str = "flash"):
@@ -27,9 +29,13 @@ def attention_with_lse(query, key, value, causal: bool, scale: float | None, ker
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     if query.device.type == "cpu":
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, scale=scale)[:2]
-    elif kernel == "cudnn":
-        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(query, key, value, None, True, 0.0, causal, False,
-                                                                       scale=scale)[:2]
+    elif kernel == "cudnn" and "cudnn" not in FALLBACKS:
+        try:
+            out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(query, key, value, None, True, 0.0, causal,
+                                                                           False, scale=scale)[:2]
+        except RuntimeError as err:  # a build or GPU without it: flash's op gives the same result
+            FALLBACKS["cudnn"] = str(err).splitlines()[0][:200]
+            return attention_with_lse(query, key, value, causal, scale, "flash")
     else:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, 0.0, causal, False, scale=scale)[:2]
     return out, lse.reshape(query.shape[:3]).float()

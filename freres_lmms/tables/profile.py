@@ -325,6 +325,9 @@ def profile(cfg, partial: Path | None = None) -> dict:
             partial.write_text(json.dumps(result, indent=1, default=str) + "\n")
     for row in result["rows"].values():
         add_floors(row, model, rate, weights)
+    from ..models.attention import FALLBACKS
+
+    result["attention_fallbacks"] = dict(FALLBACKS)
     return result
 
 
