@@ -1,5 +1,8 @@
 """``scripts/reproduce_table.py table=<id> [overrides] [--force] [--root=DIR]``: regenerate one paper table.
 
+Table 3 (a GPU profile) without ``model=``/``benchmark=`` overrides is rendered from ``make profile``'s
+``results/table3.json`` (``--profile=PATH`` another), our numbers beside the paper's.
+
 Overrides are Hydra overrides applied to every row (``model=tiny benchmark=synthetic run.limit=14
 run.device=cpu``). Rows run through lmms-eval in Python, one folder per row under
 ``outputs/tables/<run>/`` (resumed when its resolved config is unchanged); the table is written
@@ -114,6 +117,8 @@ def main(argv: list[str]) -> int:
               (f"Run `{name}`: `python scripts/reproduce_table.py {' '.join([f'table={spec.id}', *overrides])}` "
                f"on {device_name(overrides)}, {datetime.date.today().isoformat()}.")]
     supplement = ""
+    if spec.kind == "profile" and not (set(o.split("=")[0] for o in overrides) & {"model", "benchmark"}):
+        return render_profile(spec, Path(options.get("profile", base / "results" / "table3.json")), results_dir)
     if spec.kind == "flops":
         frame = pd.DataFrame(preset_rows(overrides))
         header.append("Equation S3 of the unified spatiotemporal supplement for every experiment preset, "
@@ -154,6 +159,21 @@ def main(argv: list[str]) -> int:
     print(markdown)
     print(f"written: {results_dir / name}.md, .csv")
     return 1 if failed else 0
+
+
+def render_profile(spec: TableSpec, source: Path, results_dir: Path) -> int:
+    """Table 3 as measured by ``make profile`` (its JSON), with the paper's numbers beside ours."""
+    from .profile_render import render
+
+    if not source.is_file():
+        print(f"{spec.id}: no profile at {source}; run `make profile` on a GPU first (docs/gpu.md), or "
+              f"`table=3 model=tiny benchmark=synthetic` for the token counts alone")
+        return 2
+    out = results_dir / f"{spec.id}-profile"
+    render(json.loads(source.read_text()), out)
+    print(out.with_suffix(".md").read_text())
+    print(f"written: {out}.md, .csv (from {source})")
+    return 0
 
 
 if __name__ == "__main__":
