@@ -72,10 +72,30 @@ def test_stream_equals_whole_video(name, chunk):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("knobs", [{}, {"odd_last_frame": "drop"}, {"budget": 0.6}, {"k": 0.3, "odd_last_frame": "drop"}])
+@pytest.mark.parametrize("frames", [13, 9, 4, 1])
+def test_dycoke_stream_window_by_window_equals_whole_video(knobs, frames):
+    if frames == 1 and (knobs.get("odd_last_frame") == "drop" or "budget" in knobs):
+        return  # refused: a single frame would be dropped, or is whole and above 60% (tested in test_dycoke)
+    v = video(t=frames)
+    whole = build_method("dycoke", **knobs)(v)
+    for chunk in (1, 2, 3, 5, frames):
+        out = streamed(build_method("dycoke", **knobs), v, chunk)
+        assert torch.equal(out.slots, whole.slots) and torch.equal(out.features, whole.features)
+        assert all(torch.equal(a, b) for a, b in zip(out.deepstack, whole.deepstack))
+
+
 def test_online_streams_hold_only_what_they_emit():
     v = video(t=30)
     assert isinstance(build_method("uniform", stride=10).stream(v.grid), SliceStream)
     assert isinstance(build_method("cdpruner", budget=0.2).stream(v.grid), GridStream)
+    dycoke = build_method("dycoke", k=0.5).stream(v.grid)
+    for lo in range(0, 30, 7):
+        dycoke.feed(v.features[lo:lo + 7], [d[lo:lo + 7] for d in v.deepstack])
+        assert dycoke.pending == [] or dycoke.pending[0].shape[0] < 4  # at most a partial window waits
+    assert sum(rows[0].shape[0] for _, rows in dycoke.kept) < 30 * 30  # only kept tokens are held
+    with pytest.raises(CompressionError, match="below TTM's minimum"):  # refused before any chunk
+        build_method("dycoke", budget=10).stream(v.grid)
     assert isinstance(FourierMethod().stream(v.grid), FourierStream)
     uniform = build_method("uniform", stride=10).stream(v.grid)
     freres = FreResMethod(anchors=3, groups=4, pool=2).stream(v.grid)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import CompressionError, SelectionMethod, VideoTokens
+from .base import CompressedVideo, CompressionError, SelectionMethod, TokenStream, VideoTokens
 from .budget import budget_tokens
 
 
@@ -82,31 +82,38 @@ def cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return dot / norms.sqrt().clamp_min(eps)
 
 
-def ttm_keep(features: torch.Tensor, n_keep: int, odd_last_frame: str = "keep") -> torch.Tensor:
-    """Flat indices (into ``F*N``, unsorted) that DyCoke's TTM keeps.
+def ttm_keep(features: torch.Tensor, n_keep: int, odd_last_frame: str = "keep", start: int = 0,
+             total: int | None = None) -> torch.Tensor:
+    """Flat indices (into ``F*N`` of the whole clip, sorted) that DyCoke's TTM keeps of frames
+    ``start .. start + len(features)`` of a ``total``-frame clip (default: the whole clip).
 
-    features : Tensor[F, N, D]. Batched over pairs and windows (no per-frame loop).
+    features : Tensor[F', N, D]. A pruned frame is compared with its reference (stage 1: frame
+    ``2m + 1`` with ``2m``; stage 2: frame ``i + 2`` with ``i``, ``i = 0, 4, ...``), both inside the
+    same 4-frame window, so a clip can be taken window by window (``start`` a multiple of 4). Batched
+    over the pruned frames (no per-frame loop).
     """
     frames, n, _ = features.shape
-    plan = TTMPlan.build(frames, odd_last_frame)
+    total = frames if total is None else total
+    if start % 4 or start + frames > total:
+        raise CompressionError(f"dycoke: frames {start}..{start + frames} are not whole TTM windows of a {total}-frame clip")
+    plan = TTMPlan.build(total, odd_last_frame)
     device = features.device
-    kind = torch.zeros(frames, dtype=torch.long, device=device)  # 0 whole, 1 pruned, 2 dropped
-    parts = []
-    for offset, stride, count in ((1, 2, plan.pairs), (2, 4, plan.windows)):
-        # reference frames 0, stride, 2*stride, ...; each pruned against its own reference
-        if count == 0:
-            continue
-        stop = stride * count
-        sim = cosine(features[0:stop:stride], features[offset:stop + offset:stride])  # [count, N]
-        idx = sim.topk(n_keep, dim=-1, largest=False).indices  # the least similar tokens stay
-        frame = torch.arange(offset, stop + offset, stride, device=device)
-        kind[frame] = 1
-        parts.append((frame[:, None] * n + idx).flatten())
+    frame = torch.arange(start, start + frames, device=device)
+    # stage 1 prunes frames 1, 3, ... < 2 * pairs against the frame before; stage 2 frames i + 2 with
+    # i = 0, 4, ... < 4 * windows against two before (those are not in a pair's pruned half)
+    paired = (frame % 2 == 1) & (frame < 2 * plan.pairs)
+    windowed = (frame % 4 == 2) & (frame - 2 < 4 * plan.windows)
+    pruned = paired | windowed
+    reference = torch.where(paired, frame - 1, frame - 2)[pruned] - start
+    local = (frame[pruned] - start)
+    sim = cosine(features.index_select(0, reference), features.index_select(0, local))  # [P, N]
+    idx = sim.topk(n_keep, dim=-1, largest=False).indices  # the least similar tokens stay
+    kept = [(frame[pruned][:, None] * n + idx).flatten()]
+    whole = ~pruned
     if plan.dropped:
-        kind[-1] = 2
-    whole = (kind == 0).nonzero().flatten()
-    parts.append((whole[:, None] * n + torch.arange(n, device=device)).flatten())
-    return torch.cat(parts)
+        whole &= frame != total - 1
+    kept.append((frame[whole][:, None] * n + torch.arange(n, device=device)).flatten())
+    return torch.cat(kept).sort().values
 
 
 @dataclass
@@ -192,11 +199,59 @@ class DyCokeMethod(SelectionMethod):
             raise CompressionError("dycoke: a single frame has no pair and odd_last_frame='drop' would drop it")
         n_keep = self.n_keep(t, n)
         keep = ttm_keep(video.features.reshape(t, n, -1), n_keep, self.odd_last_frame)
+        self._count(t, n, n_keep)
+        return keep
+
+    def _count(self, t: int, n: int, n_keep: int) -> None:
         plan = TTMPlan.build(t, self.odd_last_frame)
         self.last_counts = {"frames": t, "per_frame": n, "n_keep": n_keep, "whole_frames": plan.whole,
                             "pruned_frames": plan.pruned, "dropped_frames": plan.dropped,
                             "total": plan.count(n, n_keep)}
-        return keep
+
+    def stream(self, grid: tuple[int, int, int]) -> DyCokeStream:
+        """Online: TTM compares frames within windows of 4, so each window keeps its tokens as it completes."""
+        return DyCokeStream(self, grid)
+
+
+class DyCokeStream(TokenStream):
+    """TTM window by window: complete 4-frame windows are pruned as they arrive (a partial one waits for
+    the next chunk), and only their kept tokens are held; the budget is checked before the first chunk."""
+
+    def __init__(self, method: DyCokeMethod, grid: tuple[int, int, int]):
+        super().__init__(method, grid)
+        t, h, w = self.grid
+        if t == 1 and method.odd_last_frame == "drop":
+            raise CompressionError("dycoke: a single frame has no pair and odd_last_frame='drop' would drop it")
+        self.n_keep = method.n_keep(t, h * w)
+        self.pending: list[torch.Tensor] = []  # per layer, frames not yet in a complete window
+        self.done = 0  # frames pruned so far
+        self.kept: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+
+    def _take(self, start: int, layers: list[torch.Tensor]) -> None:
+        t, h, w = self.grid
+        flats = [x.reshape(x.shape[0], h * w, -1) for x in layers]
+        self.pending = flats if not self.pending else [torch.cat([p, f]) for p, f in zip(self.pending, flats)]
+        ready = self.pending[0].shape[0] if start + layers[0].shape[0] == t else self.pending[0].shape[0] // 4 * 4
+        if ready:
+            self._prune([p[:ready] for p in self.pending])
+            self.pending = [p[ready:] for p in self.pending] if ready < self.pending[0].shape[0] else []
+
+    def _prune(self, block: list[torch.Tensor]) -> None:
+        t, h, w = self.grid
+        n = h * w
+        keep = ttm_keep(block[0], self.n_keep, self.method.odd_last_frame, self.done, t)
+        local = keep - self.done * n
+        self.kept.append((keep, [b.reshape(-1, b.shape[-1]).index_select(0, local) for b in block]))
+        self.done += block[0].shape[0]
+
+    def _finish(self, positions, query, question) -> CompressedVideo:
+        t, h, w = self.grid
+        kept, self.kept = self.kept, []
+        keep = torch.cat([k for k, _ in kept])
+        layers = [torch.cat([rows[i] for _, rows in kept]) for i in range(len(kept[0][1]))]
+        self.method._count(t, h * w, self.n_keep)
+        return CompressedVideo(layers[0], positions.reshape(3, -1).index_select(1, keep.to(positions.device)), keep,
+                               layers[1:], kept=keep)
 
 
 # -- decode-time KV pruning (model-free; the stage in models/stages/dycoke.py feeds it) ----------
