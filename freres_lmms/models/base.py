@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core import CompressedVideo, Method, VideoTokens
+from ..core import CompressedVideo, Method
 
 VIDEO_TYPE = 2  # mm_token_type_ids: 0 text, 1 image, 2 video
 
