@@ -200,3 +200,44 @@ def test_chunked_prefill_and_greedy_decode_equal_generate(family, loaded, videos
         assert tokens[0].tolist() == reference.sequences[0, -5:].tolist()
     with pytest.raises(ValueError, match="one sample at a time"):
         chunked_prefill(model, {**kwargs, "input_ids": kwargs["input_ids"].repeat(2, 1)}, 8)
+
+
+@pytest.mark.parametrize("family", ["qwen2vl", "qwen3vl"])
+def test_wrapper_streams_frames_decoded_at_frame_size(family, checkpoints, videos, monkeypatch):
+    """With frame_size the lmms-eval wrapper decodes at that size and, one video per sample, preprocesses
+    stream_frames frames at a time: the same answers and token counts as the processor's one call
+    (stream_frames=0), batch of 2 included; bad values are refused before any work."""
+    from lmms_eval.api.instance import Instance
+    from lmms_eval.models import get_model
+
+    from freres_lmms.lmms.settings import SettingsError
+
+    import freres_lmms.lmms.wrapper as wrapper
+
+    calls = []
+    monkeypatch.setattr(wrapper, "streamed_inputs", lambda *a, **k: calls.append(len(a[1])) or streamed(*a, **k))
+    from freres_lmms.models.streaming import streamed_inputs as streamed
+
+    docs = videos[:3]
+
+    def request(doc_id):
+        gen = {"max_new_tokens": 4, "temperature": 0, "do_sample": False, "until": []}
+        args = ("Answer with the option's letter. What is in the video?", gen, lambda doc: [doc["video"]], doc_id, "probe", "test")
+        return Instance(request_type="generate_until", arguments=args, idx=0, metadata={"task": "probe", "doc_id": doc_id, "repeats": 1})
+
+    outputs = {}
+    for stream in (0, 4):
+        lm = get_model(f"uniform_{family}")(
+            pretrained=str(checkpoints[family]), device="cpu", max_num_frames=8, frame_size=224, stream_frames=stream,
+            batch_size=2, budget=0.5)
+        lm.task_dict = {"probe": {"test": docs}}
+        results = lm.generate_until([request(i) for i in range(len(docs))])
+        outputs[stream] = [(r.text, r.token_counts.visual_tokens_after, r.token_counts.error) for r in results]
+    assert outputs[0] == outputs[4]
+    assert all(error is None and text for text, _, error in outputs[4])
+    assert calls == [2, 1]  # the streamed path ran, for the batch of 2 and the last one
+    model = get_model(f"uniform_{family}")
+    with pytest.raises(SettingsError, match="multiples of"):
+        model(pretrained=str(checkpoints[family]), device="cpu", frame_size=100)
+    with pytest.raises(SettingsError, match="stream_frames must be 0 or a positive multiple of 2"):
+        model(pretrained=str(checkpoints[family]), device="cpu", frame_size=224, stream_frames=3)

@@ -44,15 +44,18 @@ def sample_indices(total: int, video_fps: float, max_num_frames: int, fps: float
     return np.linspace(0, total - 1, count).round().astype(int).tolist()
 
 
-def load_video(path: str, max_num_frames: int = 16, fps: float | None = None) -> LoadedVideo:
-    """Decode ``max_num_frames`` evenly spaced frames of ``path`` (fewer if ``fps`` says so)."""
+def load_video(path: str, max_num_frames: int = 16, fps: float | None = None,
+               size: tuple[int, int] | None = None) -> LoadedVideo:
+    """Decode ``max_num_frames`` evenly spaced frames of ``path`` (fewer if ``fps`` says so), at
+    ``size`` (height, width) when given (the decoder scales them), else at the file's size."""
     if not os.path.isfile(path):
         raise VideoLoadError(f"video file not found: {path}")
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)  # its C++ and FFmpeg lines; the error below names the file
     try:
-        reader = decord.VideoReader(path, num_threads=1)
+        scale = {} if size is None else {"height": size[0], "width": size[1]}
+        reader = decord.VideoReader(path, num_threads=1, **scale)
         total = len(reader)
     except Exception:  # decord raises its own DECORDError and RuntimeError, with C++ text
         raise VideoLoadError(f"cannot decode video {path}: not a readable video file (truncated, corrupt or "

@@ -52,6 +52,31 @@ def check_fps(fps) -> float | None:
     return float(fps)
 
 
+def check_frame_size(value, factor: int) -> tuple[int, int] | None:
+    """``frame_size=448`` or ``448x640`` (height x width): decode frames at this size, which must be a
+    multiple of the vision tower's ``patch_size * spatial_merge_size`` (``factor``) on both sides."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if not re.fullmatch(r"\d+(x\d+)?", text) or isinstance(value, bool):
+        raise SettingsError(f"frame_size must be a size such as 448 or 448x640 (height x width), got {value!r}")
+    height, _, width = text.partition("x")
+    size = (int(height), int(width or height))
+    if min(size) < factor or any(side % factor for side in size):
+        raise SettingsError(f"frame_size={value}: both sides must be multiples of {factor} "
+                            f"(the vision patch times the spatial merge), e.g. {factor * 16}")
+    return size
+
+
+def stream_frames_arg(value, temporal: int) -> int:
+    """Frames per preprocessing chunk with ``frame_size`` (0: the processor's one call)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value % temporal:
+        raise SettingsError(f"stream_frames must be 0 or a positive multiple of {temporal} (the temporal patch), got {value!r}")
+    return value
+
+
 def check_device(device: str | None) -> torch.device:
     """The given device, or this process's: its own GPU under ``accelerate launch``, else cuda or cpu."""
     if device is None:

@@ -36,6 +36,7 @@ from ..core import Method, build_method
 from ..data.checkpoints import ensure_checkpoint, resolve_pretrained
 from ..data.video import VideoLoadError, load_video
 from ..models import ADAPTERS
+from ..models.streaming import FrameSource, streamed_inputs
 from .settings import (
     ATTENTION,
     DTYPES,
@@ -43,11 +44,13 @@ from .settings import (
     SettingsError,
     check_device,
     check_fps,
+    check_frame_size,
     check_max_memory,
     check_pretrained,
     choice,
     flag,
     positive_int,
+    stream_frames_arg,
 )
 from .store import SampleStore, store_path
 
@@ -118,6 +121,8 @@ class FreresQwenVL(lmms):
         resume: bool | str = False,
         device_map: str | None = None,
         max_memory: str | None = None,
+        frame_size: int | str | None = None,
+        stream_frames: int = 64,
         max_batch_size: int | None = None,  # passed by lmms-eval's CLI; batches are batch_size
         **method_knobs,
     ) -> None:
@@ -127,7 +132,8 @@ class FreresQwenVL(lmms):
                                   max_num_frames=max_num_frames, fps=fps, frame_encoding=frame_encoding,
                                   max_new_tokens=max_new_tokens, allow_text_only=allow_text_only,
                                   keep_dropped_timestamps=keep_dropped_timestamps, resume=resume,
-                                  device_map=device_map, max_memory=max_memory, **method_knobs)
+                                  device_map=device_map, max_memory=max_memory, frame_size=frame_size,
+                                  stream_frames=stream_frames, **method_knobs)
         self.method: Method = checked["method"]
         self._device = checked["device"]
         self.pretrained = checked["pretrained"]
@@ -137,6 +143,7 @@ class FreresQwenVL(lmms):
         self.frame_encoding = checked["frame_encoding"]
         self.max_new_tokens = checked["max_new_tokens"]
         self.allow_text_only = checked["allow_text_only"]
+        self.frame_size, self.stream_frames = checked["frame_size"], checked["stream_frames"]
         adapter_cls = ADAPTERS[self.family]
         placement = {"device_map": checked["device_map"], "max_memory": checked["max_memory"]} if checked["device_map"] else {}
         model = adapter_cls.model_class.from_pretrained(
@@ -158,13 +165,13 @@ class FreresQwenVL(lmms):
             "model": f"{type(self).__name__}/{self.method!r}", "pretrained": self.pretrained,
             "version": md.version("freres-lmms"), **{k: checked[k] for k in (
                 "dtype", "attn_implementation", "max_num_frames", "fps", "frame_encoding", "max_new_tokens",
-                "keep_dropped_timestamps")}})
+                "keep_dropped_timestamps", "frame_size")}})
 
     @classmethod
     def check_args(cls, pretrained=None, method=None, device=None, dtype="auto", attn_implementation="sdpa",
                    batch_size=1, max_num_frames=16, fps=None, frame_encoding="paired", max_new_tokens=128,
                    allow_text_only=False, keep_dropped_timestamps=False, resume=False, device_map=None, max_memory=None,
-                   max_batch_size=None, **method_knobs) -> dict:
+                   frame_size=None, stream_frames=64, max_batch_size=None, **method_knobs) -> dict:
         """Every owned argument and the method's knobs, checked and normalised before anything is
         loaded (the checkpoint's config is read, its weights are not): a bad one raises here."""
         if method is not None and cls.default_method_fixed and method != cls.default_method:
@@ -203,6 +210,9 @@ class FreresQwenVL(lmms):
                                 f"offline?): {str(err).splitlines()[0]}") from None
         # a checkpoint of another family would fail while loading with a size mismatch
         ADAPTERS[cls.family].require(out["config"].model_type, f"pretrained={out['pretrained']}")
+        vision = out["config"].vision_config
+        out["frame_size"] = check_frame_size(frame_size, vision.patch_size * vision.spatial_merge_size)
+        out["stream_frames"] = stream_frames_arg(stream_frames, vision.temporal_patch_size)
         return out
 
     @classmethod
@@ -326,7 +336,7 @@ class FreresQwenVL(lmms):
             if isinstance(visual, Image.Image):
                 images.append(visual.convert("RGB"))
             elif isinstance(visual, (str, Path)):
-                video = load_video(str(visual), self.max_num_frames, self.fps)
+                video = load_video(str(visual), self.max_num_frames, self.fps, self.frame_size)
                 if self.frame_encoding == "per_frame":
                     video = video.per_frame()
                 videos.append(video.frames)
@@ -337,6 +347,27 @@ class FreresQwenVL(lmms):
             raise SampleError("sample has no video or image (pass allow_text_only=true to answer it from text alone)")
         text = prompt_text(self.processor, context, len(videos), len(images))
         return PreparedSample(index, text, videos, metadata, images, dict(gen_kwargs or {}))
+
+    def _inputs(self, batch: list[PreparedSample]) -> dict:
+        """``compress_inputs``' inputs of a batch. With ``frame_size`` (frames decoded at the model's
+        input size) and one video per sample, the pixel values are made ``stream_frames`` frames at a
+        time as the vision tower takes them (``models.streaming``); else the processor's one call."""
+        if self.frame_size and self.stream_frames and all(len(s.videos) == 1 and not s.images for s in batch):
+            sources = [FrameSource.from_frames(s.videos[0], s.metadata[0]["fps"], s.metadata[0]["frames_indices"],
+                                               s.metadata[0]["total_num_frames"]) for s in batch]
+            return streamed_inputs(self.processor, [s.text for s in batch], sources, self.stream_frames, self._device)
+        videos = [v for s in batch for v in s.videos]
+        images = [i for s in batch for i in s.images]
+        resize = {"do_resize": False} if self.frame_size and videos else {}  # decoded at frame_size already
+        return dict(self.processor(
+            text=[s.text for s in batch],
+            videos=videos or None,
+            video_metadata=[m for s in batch for m in s.metadata] or None,
+            images=images or None,
+            padding=True,
+            return_tensors="pt",
+            **resize,
+        ).to(self._device))
 
     def _run_isolated(self, batch: list[PreparedSample], requests: list[Instance]) -> list[GenerationResult]:
         """Run a batch; if it fails, run its samples one by one so only the bad one is lost."""
@@ -351,17 +382,7 @@ class FreresQwenVL(lmms):
     @torch.no_grad()
     def _run(self, batch: list[PreparedSample]) -> list[GenerationResult]:
         started = time.perf_counter()
-        videos = [v for s in batch for v in s.videos]
-        images = [i for s in batch for i in s.images]
-        inputs = self.processor(
-            text=[s.text for s in batch],
-            videos=videos or None,
-            video_metadata=[m for s in batch for m in s.metadata] or None,
-            images=images or None,
-            padding=True,
-            return_tensors="pt",
-        ).to(self._device)
-        kwargs, stats = self.adapter.compress_inputs(dict(inputs), self.method)
+        kwargs, stats = self.adapter.compress_inputs(self._inputs(batch), self.method)
         gen = dict(batch[0].gen_kwargs)
         until = gen.pop("until", None)
         until = [until] if isinstance(until, str) else list(until or [])
