@@ -122,3 +122,24 @@ def test_reproduce_table3_renders_the_profile_or_says_to_run_it(tmp_path):
     missing = subprocess.run([sys.executable, "scripts/reproduce_table.py", "table=3", f"--profile={tmp_path / 'none.json'}",
                               f"--root={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "run `make profile` on a GPU first" in missing.stdout
+
+
+def test_profile_runs_the_whole_path_on_cpu(tmp_path):
+    """The script end to end on the trained Qwen3-VL testbed on the CPU (times, no memory figures): every
+    row it can run there, DyCoke's floor as a refusal, the paper-context prompt of 22 text tokens."""
+    done = subprocess.run([sys.executable, "scripts/profile_table3.py", "device=cpu", "pretrained=testbed-qwen3vl",
+                           "video.frames=24", "video.height=64", "video.width=64", "stream.chunk_frames=6",
+                           "stream.vision_chunk_tokens=16", "prefill.chunk_tokens=40", "prefill.backend=null",
+                           "prefill.sweep=false", "runs=1", "warmup_frames=4",
+                           "rows=[uniform_1fps,fourier_framewise_spatial8,freres,dycoke_floor]", f"out={tmp_path / 't3'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "t3.json").read_text())
+    rows = result["rows"]
+    assert result["device"].startswith("CPU") and result["frames"] == 24
+    assert rows["uniform_1fps"]["visual_tokens"] == 4  # stride 30 over 24 slices: slice 0, 2x2 tokens
+    assert rows["fourier_framewise_spatial8"]["visual_tokens"] == 96  # its 129,600 is above the clip: the full grid
+    assert rows["freres"]["status"] == "ok" and rows["freres"]["paper_context"]["prompt_tokens"] == rows["freres"]["visual_tokens"] + 22
+    assert rows["dycoke_floor"]["status"] == "refused" and rows["dycoke_floor"]["visual_tokens"] == dycoke_floor(24, 4)
+    assert all(rows[r]["visual_tokens_before"] == 96 for r in ("uniform_1fps", "freres"))
+    assert "## Bars" in (tmp_path / "t3.md").read_text()

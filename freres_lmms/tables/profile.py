@@ -51,6 +51,30 @@ ROWS = {
 PAPER_ROWS = ("vanilla_dense_30fps", "uniform_1fps", "fourier_framewise_spatial8", "freres")
 
 
+# -- the device: memory figures come from CUDA's allocator; on the CPU (a smoke run of the path) they are 0
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device) -> int:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+
+
+def _allocated(device) -> int:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
+def _empty_cache(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 # -- the model and the clip ------------------------------------------------------------------------
 def build_adapter(cfg, device):
     from transformers import AutoConfig, AutoProcessor
@@ -63,9 +87,10 @@ def build_adapter(cfg, device):
     adapter_class = ADAPTERS[cfg.model.family]
     chunk = int(cfg.stream.vision_chunk_tokens)
     if cfg.pretrained:
-        model = adapter_class.model_class.from_pretrained(cfg.pretrained, dtype=torch.bfloat16, attn_implementation="sdpa",
+        source = resolve_pretrained(str(cfg.pretrained))  # a directory, a hub id, or testbed-qwen3vl
+        model = adapter_class.model_class.from_pretrained(source, dtype=torch.bfloat16, attn_implementation="sdpa",
                                                           device_map=str(device)).eval()
-        processor = AutoProcessor.from_pretrained(cfg.pretrained)
+        processor = AutoProcessor.from_pretrained(source)
     else:
         source = resolve_pretrained("testbed-qwen3vl")  # tokenizer, processor and special ids (patch 16, merge 2)
         config = AutoConfig.from_pretrained(source)
@@ -122,16 +147,18 @@ def frame_source(cfg, frames: int):
 
 # -- FLOPs and memory floors -----------------------------------------------------------------------
 def matmul_tflops(device, m: int = 8192, k: int = 4096, n: int = 12288, repeats: int = 50) -> float:
-    """bf16 matmul rate at prefill shapes on this GPU (TFLOP/s)."""
+    """bf16 matmul rate at prefill shapes on this GPU (TFLOP/s; on the CPU a small product, for the path)."""
+    if device.type != "cuda":
+        m, k, n, repeats = 256, 256, 256, 5
     a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
     b = torch.randn(k, n, device=device, dtype=torch.bfloat16)
     for _ in range(5):
         a @ b
-    torch.cuda.synchronize(device)
+    _sync(device)
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    torch.cuda.synchronize(device)
+    _sync(device)
     return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e12
 
 
@@ -180,8 +207,8 @@ def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=No
     backend = cfg.prefill.backend if backend is None else backend
     chunk = int(cfg.prefill.chunk_tokens) if chunk is None else chunk
     length = int(kwargs["input_ids"].shape[1])
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    _reset_peak(device)
     started = time.perf_counter()
     stage = stage_for(method.name)
     if stage is not None and method.name == "adaretake":  # its chunked prefill compresses the KV cache
@@ -190,15 +217,15 @@ def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=No
         stage(adapter, method, kwargs, settings, [adapter_stats()])
         counts = method.last_counts
         return {"prefill_s": counts["prefill_seconds"], "decode_s": counts["decode_seconds"],
-                "llm_peak_bytes": torch.cuda.max_memory_allocated(device), "prompt_tokens": length,
+                "llm_peak_bytes": _peak(device), "prompt_tokens": length,
                 "kv_visual_tokens": counts.get("total")}
     logits, cache = chunked_prefill(model, kwargs, chunk or length, backend, release=release)
-    torch.cuda.synchronize(device)
+    _sync(device)
     prefill = time.perf_counter() - started
-    peak = torch.cuda.max_memory_allocated(device)
+    peak = _peak(device)
     started = time.perf_counter()
     greedy_decode(model, cache, logits, kwargs["position_ids"][:, :, -1:], decode_tokens, backend)
-    torch.cuda.synchronize(device)
+    _sync(device)
     decode = time.perf_counter() - started
     del cache
     return {"prefill_s": prefill, "decode_s": decode, "llm_peak_bytes": peak, "prompt_tokens": length}
@@ -215,16 +242,16 @@ def run_row(adapter, method, cfg, frames: int, sweep: bool = False) -> dict:
     from ..models.streaming import StreamTimer, streamed_inputs
 
     device = adapter.model.device
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    _reset_peak(device)
     timer = StreamTimer()
     started = time.perf_counter()
     inputs = streamed_inputs(adapter.processor, [prompt(adapter, cfg.question)], [frame_source(cfg, frames)],
                              int(cfg.stream.chunk_frames), device, timer)
     kwargs, stats = adapter.compress_inputs(inputs, method)
-    torch.cuda.synchronize(device)
+    _sync(device)
     front = time.perf_counter() - started
-    front_peak = torch.cuda.max_memory_allocated(device)
+    front_peak = _peak(device)
     ids = kwargs["input_ids"][0]
     visual = int((ids == adapter.video_token_id).sum())
     row = {"visual_tokens": visual, "text_tokens": int(ids.numel()) - visual,
@@ -289,16 +316,17 @@ def profile(cfg, partial: Path | None = None) -> dict:
     unknown = [r for r in cfg.rows if r not in ROWS]
     if unknown:
         raise ConfigError(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
-    if not torch.cuda.is_available() or not str(cfg.device).startswith(("cuda", "cpu")):
-        raise ConfigError("measures GPU time and memory; it needs a CUDA device (device=cuda)")
+    if str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is here (device=cpu runs the path, without memory figures)")
     device = torch.device(cfg.device)
     adapter = build_adapter(cfg, device)
     model = adapter.model
-    torch.cuda.synchronize(device)
-    weights = torch.cuda.memory_allocated(device)
+    _sync(device)
+    weights = _allocated(device)
     rate = matmul_tflops(device)
     frames = int(cfg.video.frames)
-    result = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (no memory figures)",
+              "torch": torch.__version__,
               "transformers": __import__("transformers").__version__, "model": cfg.model.name,
               "pretrained": cfg.pretrained or "random weights", "frames": frames, "frame_encoding": cfg.frame_encoding,
               "size": [int(cfg.video.height), int(cfg.video.width)], "weights_bytes": weights,
@@ -332,6 +360,7 @@ def profile(cfg, partial: Path | None = None) -> dict:
 
 
 def measure(adapter, factory, cfg, frames: int, runs: int) -> dict:
+    device = adapter.model.device
     try:
         run_row(adapter, factory(), cfg, int(cfg.warmup_frames))  # kernels, allocator, plans
         measured = []
@@ -341,12 +370,12 @@ def measure(adapter, factory, cfg, frames: int, runs: int) -> dict:
         row["first_run_decode_s"] = measured[0]["decode_s"]  # new shapes: what per-shape planning would cost
         return {"status": "ok", **row}
     except torch.cuda.OutOfMemoryError as err:
-        torch.cuda.empty_cache()
+        _empty_cache(device)
         return {"status": "OOM", "error": str(err).splitlines()[0][:300]}
     except CompressionError as err:
         return {"status": "refused", "error": str(err)}
     finally:
-        torch.cuda.empty_cache()
+        _empty_cache(device)
 
 
 def add_floors(row: dict, model, rate: float, weights: int) -> None:

@@ -23,7 +23,9 @@ def _fmt(value, digits=2, scale=1.0):
 
 
 def bars(result: dict) -> list[tuple[str, str, bool | None]]:
-    """(bar, what we measured, met) for the issue's bars."""
+    """(bar, what we measured, met) for the issue's bars; none for a CPU run (no memory figures)."""
+    if not str(result["device"]).startswith("NVIDIA") and "GPU" not in str(result["device"]):
+        return []
     rows = result["rows"]
     fr = rows.get("freres", {})
     out = []
@@ -116,9 +118,9 @@ def render(result: dict, out: Path) -> None:
     rows = result["rows"]
 
     def ratio(a, b, key):
-        if rows.get(a, {}).get("status") == "ok" and rows.get(b, {}).get("status") == "ok":
+        if rows.get(a, {}).get("status") == "ok" and rows.get(b, {}).get("status") == "ok" and rows[b][key]:
             return rows[a][key] / rows[b][key]
-        return None
+        return None  # a row missing, or no memory figures (a CPU run)
 
     lines += ["", "Ratios from this run (the paper's from its table):", "",
               "| ratio | LLM TTFT | peak | paper TTFT | paper peak |", "|---|---:|---:|---:|---:|"]
