@@ -143,3 +143,25 @@ def test_profile_runs_the_whole_path_on_cpu(tmp_path):
     assert rows["dycoke_floor"]["status"] == "refused" and rows["dycoke_floor"]["visual_tokens"] == dycoke_floor(24, 4)
     assert all(rows[r]["visual_tokens_before"] == 96 for r in ("uniform_1fps", "freres"))
     assert "## Bars" in (tmp_path / "t3.md").read_text()
+
+
+def test_sweep_backend_none_is_pytorchs_order_not_the_configs(monkeypatch):
+    """llm_stage(backend=None) must reach the prefill as None (PyTorch's own kernel order); only the
+    default argument takes the configured backend (the sweep's "default" rows once ran cuDNN-first)."""
+    import types
+
+    import freres_lmms.models.prefill as prefill
+    from freres_lmms.tables.profile import llm_stage
+
+    seen = []
+    monkeypatch.setattr(prefill, "chunked_prefill", lambda model, kwargs, chunk, backend, release=False:
+                        seen.append((chunk, backend)) or (torch.zeros(1, 4), None))
+    monkeypatch.setattr(prefill, "greedy_decode", lambda *a, **k: None)
+    adapter = types.SimpleNamespace(model=types.SimpleNamespace(device=torch.device("cpu")))
+    method = types.SimpleNamespace(name="freres")
+    cfg = types.SimpleNamespace(prefill=types.SimpleNamespace(backend="cudnn", chunk_tokens=8))
+    kwargs = {"input_ids": torch.zeros(1, 20, dtype=torch.long), "position_ids": torch.zeros(4, 1, 20, dtype=torch.long)}
+    llm_stage(adapter, method, kwargs, cfg, 1)
+    llm_stage(adapter, method, kwargs, cfg, 1, backend=None, chunk=0)
+    llm_stage(adapter, method, kwargs, cfg, 1, backend="flash", chunk=16)
+    assert seen == [(8, "cudnn"), (20, None), (16, "flash")]

@@ -96,7 +96,7 @@ def chunked_prefill(model, kwargs: dict, chunk_tokens: int = 8192, backend: str 
     attention = scoped_attention(model.model.language_model, PIECE_ATTENTION,
                                  partial(piece_attention_forward, kernel=kernel)) if len(pieces) > 1 else nullcontext()
     logits = None
-    with sdpa_backends(backend) if backend else nullcontext(), attention:
+    with sdpa_backends(backend), attention:
         for index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
             piece = {"input_ids": input_ids[:, lo:hi], "position_ids": kwargs["position_ids"][:, :, lo:hi],
                      "mm_token_type_ids": kwargs["mm_token_type_ids"][:, lo:hi]}
@@ -116,7 +116,7 @@ def greedy_decode(model, cache: DynamicCache, logits: torch.Tensor, last_positio
     the prompt's last position ids (each row continues by one per token). Returns ``[1, steps]``."""
     tokens = []
     token = logits.argmax(-1, keepdim=True)  # [1, 1]
-    with sdpa_backends(backend) if backend else nullcontext():
+    with sdpa_backends(backend):
         for step in range(steps):
             tokens.append(token)
             if step + 1 == steps:

@@ -134,9 +134,6 @@ class VideoChunks:
         self.video_processor, self.source, self.chunk_frames = video_processor, source, chunk_frames
         self.device, self.timer = torch.device(device), timer or StreamTimer()
 
-    def __len__(self) -> int:
-        return -(-self.source.num_frames // self.chunk_frames)
-
     def _prepare(self, lo: int) -> tuple[torch.Tensor, torch.Tensor]:
         hi = min(lo + self.chunk_frames, self.source.num_frames)
         started = time.perf_counter()

@@ -48,7 +48,6 @@ ROWS = {
     "adaretake_matched": ("AdaReTaKe at Fre-Res's 46,080", lambda: build_method("adaretake", budget=46080)),
     "dycoke_floor": ("DyCoke at its floor", None),
 }
-PAPER_ROWS = ("vanilla_dense_30fps", "uniform_1fps", "fourier_framewise_spatial8", "freres")
 
 
 # -- the device: memory figures come from CUDA's allocator; on the CPU (a smoke run of the path) they are 0
@@ -197,15 +196,19 @@ def paper_context(kwargs: dict, video_token_id: int, text_tokens: int = 22) -> d
     return out
 
 
-def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=None, chunk=None,
+FROM_CONFIG = "config"  # llm_stage's backend and chunk: cfg.prefill's (None is PyTorch's own kernel order)
+
+
+def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=FROM_CONFIG, chunk=FROM_CONFIG,
               release: bool = False) -> dict:
     """Prefill to the first token, then the decode; seconds and the stage's peak memory."""
+    from ..models import CompressionStats
     from ..models.prefill import chunked_prefill, greedy_decode
     from ..models.stages import stage_for
 
     model, device = adapter.model, adapter.model.device
-    backend = cfg.prefill.backend if backend is None else backend
-    chunk = int(cfg.prefill.chunk_tokens) if chunk is None else chunk
+    backend = cfg.prefill.backend if backend == FROM_CONFIG else backend
+    chunk = int(cfg.prefill.chunk_tokens) if chunk == FROM_CONFIG else chunk
     length = int(kwargs["input_ids"].shape[1])
     _sync(device)
     _reset_peak(device)
@@ -214,7 +217,7 @@ def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=No
     if stage is not None and method.name == "adaretake":  # its chunked prefill compresses the KV cache
         settings = {"max_new_tokens": decode_tokens, "do_sample": False,
                     "pad_token_id": adapter.processor.tokenizer.pad_token_id, "eos_token_id": None}
-        stage(adapter, method, kwargs, settings, [adapter_stats()])
+        stage(adapter, method, kwargs, settings, [CompressionStats()])
         counts = method.last_counts
         return {"prefill_s": counts["prefill_seconds"], "decode_s": counts["decode_seconds"],
                 "llm_peak_bytes": _peak(device), "prompt_tokens": length,
@@ -229,12 +232,6 @@ def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=No
     decode = time.perf_counter() - started
     del cache
     return {"prefill_s": prefill, "decode_s": decode, "llm_peak_bytes": peak, "prompt_tokens": length}
-
-
-def adapter_stats():
-    from ..models import CompressionStats
-
-    return CompressionStats()
 
 
 def run_row(adapter, method, cfg, frames: int, sweep: bool = False) -> dict:
@@ -297,10 +294,9 @@ def median_row(runs: list[dict]) -> dict:
     for key, value in runs[0].items():
         if isinstance(value, float):
             row[key] = statistics.median(r[key] for r in runs)
-    for key in ("paper_context",):
-        if key in runs[0]:
-            row[key] = {k: statistics.median(r[key][k] for r in runs) if isinstance(v, float) else v
-                        for k, v in runs[0][key].items()}
+    if "paper_context" in runs[0]:
+        row["paper_context"] = {k: statistics.median(r["paper_context"][k] for r in runs) if isinstance(v, float) else v
+                                for k, v in runs[0]["paper_context"].items()}
     row["runs"] = [{k: v for k, v in r.items() if k != "prefill_sweep"} for r in runs]
     return row
 

@@ -138,4 +138,5 @@ def render(result: dict, out: Path) -> None:
         for s in sweep:
             lines.append(f"| {s['backend']} | {s['chunk_tokens']:,} | {_fmt(s.get('prefill_s'), 3)} | "
                          f"{_fmt(s.get('llm_peak_bytes'), 2, GB) if 'llm_peak_bytes' in s else s.get('error', '-')} |")
+    lines += ["", *result.get("notes", [])]  # corrections recorded with a run's JSON after it was made
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -22,7 +22,6 @@ their chunk. Only video prompts are supported (no images), one video per sample.
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -38,6 +37,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from ...core.adaretake import AdaReTaKeMethod, chunk_scores
 from ...core.base import CompressionError
 from ..attention import prefix_causal_attention
+from ..base import _clock
 from . import scoped_attention
 
 ATTENTION = "freres_adaretake"
@@ -305,9 +305,10 @@ def generate(adapter, method: AdaReTaKeMethod, kwargs: dict, settings: dict, sta
     with adaretake_attention(model.model.language_model):
         for b, row in enumerate(_rows(adapter, kwargs)):
             run = _Prefill(adapter, method, row)
-            started = _clock(hidden_device := row.ids.device)
+            device = row.ids.device
+            started = _clock(device)
             hidden, counts = run.prefill()
-            prefilled = _clock(hidden_device)
+            prefilled = _clock(device)
             per_chunk = counts["per_chunk"]
             per_layer = per_chunk.sum(0) if per_chunk.numel() else torch.zeros(run.layers, dtype=torch.long)
             method.last_counts = {**counts, "per_layer": per_layer, "total": float(per_layer.double().mean()),
@@ -315,7 +316,7 @@ def generate(adapter, method: AdaReTaKeMethod, kwargs: dict, settings: dict, sta
                                   "text": row.ids.numel() - row.video.numel(), "prefill_seconds": prefilled - started}
             stats[b].kv_visual_tokens = float(per_layer.double().mean())
             tokens, logits = _decode(run, hidden, options)
-            method.last_counts["decode_seconds"] = _clock(hidden_device) - prefilled
+            method.last_counts["decode_seconds"] = _clock(device) - prefilled
             outputs.append(tokens)
             all_logits.append(logits)
     steps = max(t.numel() for t in outputs)
@@ -352,9 +353,3 @@ def _decode(run: _Prefill, hidden: torch.Tensor, options: dict) -> tuple[torch.T
             break
         hidden = run.forward(embed(token), last + 1 + step)[-1]
     return torch.cat(tokens), logits
-
-
-def _clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
