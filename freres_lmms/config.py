@@ -217,8 +217,9 @@ def compose_profile(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         raise ConfigError(f"stream.chunk_frames must be even (temporal patch 2), got {cfg.stream.chunk_frames}")
     if not isinstance(cfg.prefill.chunk_tokens, int) or cfg.prefill.chunk_tokens < 0:
         raise ConfigError(f"prefill.chunk_tokens must be a non-negative int, got {cfg.prefill.chunk_tokens!r}")
-    if cfg.prefill.backend not in (None, "cudnn", "flash", "efficient", "math"):
-        raise ConfigError(f"prefill.backend must be cudnn, flash, efficient, math or null, got {cfg.prefill.backend!r}")
+    for key in ("backend", "decode_backend"):
+        if cfg.prefill.get(key) not in (None, "cudnn", "flash", "efficient", "math"):
+            raise ConfigError(f"prefill.{key} must be cudnn, flash, efficient, math or null, got {cfg.prefill.get(key)!r}")
     return cfg
 
 

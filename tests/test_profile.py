@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("rows=[nope]", "unknown rows ['nope']"),
     ("stream.chunk_frames=3", "stream.chunk_frames must be even"),
     ("prefill.backend=fast", "prefill.backend must be"),
+    ("prefill.decode_backend=fast", "prefill.decode_backend must be"),
     ("runs=0", "runs must be a positive int"),
     ("frame_encoding=triple", "frame_encoding must be paired or per_frame"),
 ])
@@ -137,6 +138,7 @@ def test_profile_runs_the_whole_path_on_cpu(tmp_path):
     result = json.loads((tmp_path / "t3.json").read_text())
     rows = result["rows"]
     assert result["device"].startswith("CPU") and result["frames"] == 24
+    assert set(result["attention_max_error"]) == {"cudnn", "flash"} and max(result["attention_max_error"].values()) < 1e-4
     assert rows["uniform_1fps"]["visual_tokens"] == 4  # stride 30 over 24 slices: slice 0, 2x2 tokens
     assert rows["fourier_framewise_spatial8"]["visual_tokens"] == 96  # its 129,600 is above the clip: the full grid
     assert rows["freres"]["status"] == "ok" and rows["freres"]["paper_context"]["prompt_tokens"] == rows["freres"]["visual_tokens"] + 22
@@ -156,12 +158,14 @@ def test_sweep_backend_none_is_pytorchs_order_not_the_configs(monkeypatch):
     seen = []
     monkeypatch.setattr(prefill, "chunked_prefill", lambda model, kwargs, chunk, backend, release=False:
                         seen.append((chunk, backend)) or (torch.zeros(1, 4), None))
-    monkeypatch.setattr(prefill, "greedy_decode", lambda *a, **k: None)
+    decoded = []
+    monkeypatch.setattr(prefill, "greedy_decode", lambda *a: decoded.append(a[-1]))
     adapter = types.SimpleNamespace(model=types.SimpleNamespace(device=torch.device("cpu")))
     method = types.SimpleNamespace(name="freres")
-    cfg = types.SimpleNamespace(prefill=types.SimpleNamespace(backend="cudnn", chunk_tokens=8))
+    cfg = types.SimpleNamespace(prefill=types.SimpleNamespace(backend="cudnn", chunk_tokens=8, decode_backend="flash"))
     kwargs = {"input_ids": torch.zeros(1, 20, dtype=torch.long), "position_ids": torch.zeros(4, 1, 20, dtype=torch.long)}
     llm_stage(adapter, method, kwargs, cfg, 1)
     llm_stage(adapter, method, kwargs, cfg, 1, backend=None, chunk=0)
     llm_stage(adapter, method, kwargs, cfg, 1, backend="flash", chunk=16)
     assert seen == [(8, "cudnn"), (20, None), (16, "flash")]
+    assert decoded == ["flash"] * 3  # decode steps never plan per shape

@@ -177,6 +177,27 @@ def test_streamed_preprocessing_and_chunked_vision_equal_the_one_shot_path(famil
             assert torch.equal(model(**ids).logits, model(**reference).logits), name
 
 
+@pytest.mark.parametrize("heads,kv_heads,q_len,kv_len", [(4, 2, 5, 12), (6, 2, 7, 7), (3, 3, 1, 9), (8, 1, 4, 30)])
+def test_prefix_causal_attention_equals_masked_attention(heads, kv_heads, q_len, kv_len):
+    """The split (cached keys with the query heads of a KV head folded into one query, plus the
+    piece's own causal square) is softmax attention with the bottom-right causal mask."""
+    from freres_lmms.models.attention import prefix_causal_attention
+
+    gen = torch.Generator().manual_seed(heads * 100 + kv_len)
+    # the query as the model hands it: [B, q, H, d] transposed, so not contiguous
+    query = torch.randn(2, q_len, heads, 16, generator=gen).transpose(1, 2)
+    key, value = (torch.randn(2, kv_heads, kv_len, 16, generator=gen) for _ in range(2))
+    visible = torch.ones(q_len, kv_len, dtype=torch.bool).tril(kv_len - q_len)
+    groups = heads // kv_heads
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), attn_mask=visible, scale=0.3)
+    assert torch.allclose(prefix_causal_attention(query, key, value, 0.3), expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="cannot follow"):
+        prefix_causal_attention(query, key[:, :, : q_len - 1], value[:, :, : q_len - 1])
+    with pytest.raises(ValueError, match="cannot share"):
+        prefix_causal_attention(query, torch.zeros(2, 5, kv_len, 16), torch.zeros(2, 5, kv_len, 16))
+
+
 @pytest.mark.parametrize("family", ["qwen2vl", "qwen2_5vl", "qwen3vl"])
 def test_chunked_prefill_and_greedy_decode_equal_generate(family, loaded, videos):
     """Pieces of 7 tokens (every piece boundary inside the video's rows), of 16, and one piece: the

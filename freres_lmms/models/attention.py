@@ -51,16 +51,23 @@ def prefix_causal_attention(query, key, value, scale: float | None = None, kerne
     """Softmax attention of ``query [B, H, q, d]`` over ``key``/``value [B, h_kv, kv, d]`` where the
     queries are the last ``q`` positions: every earlier key visible, causal among the last ``q``.
     Returns ``[B, H, q, d]`` in the query's dtype."""
-    q_len, kv_len = query.shape[2], key.shape[2]
+    batch, heads, q_len, dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
     if q_len > kv_len:
         raise ValueError(f"{q_len} queries cannot follow {kv_len} keys")
-    heads = query.shape[1]
-    key, value = repeat_heads(key, heads), repeat_heads(value, heads)
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads")
     past = kv_len - q_len
-    own, own_lse = attention_with_lse(query, key[:, :, past:], value[:, :, past:], True, scale, kernel)
+    # the piece's own keys: causal, so each query head needs its KV head's rows (the piece's only)
+    own, own_lse = attention_with_lse(query, repeat_heads(key[:, :, past:], heads),
+                                      repeat_heads(value[:, :, past:], heads), True, scale, kernel)
     if past == 0:
         return own
-    seen, seen_lse = attention_with_lse(query, key[:, :, :past], value[:, :, :past], False, scale, kernel)
+    # the cached keys: no mask, so the query heads that share a KV head are one longer query of it;
+    # the cache is read as it is, never repeated per query head
+    grouped = query.reshape(batch, kv_heads, (heads // kv_heads) * q_len, dim)
+    seen, seen_lse = attention_with_lse(grouped, key[:, :, :past], value[:, :, :past], False, scale, kernel)
+    seen, seen_lse = seen.reshape(batch, heads, q_len, dim), seen_lse.reshape(batch, heads, q_len)
     total = torch.logaddexp(seen_lse, own_lse)
     out = seen.float() * torch.exp(seen_lse - total)[..., None]
     out += own.float() * torch.exp(own_lse - total)[..., None]

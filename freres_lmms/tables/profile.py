@@ -161,6 +161,23 @@ def matmul_tflops(device, m: int = 8192, k: int = 4096, n: int = 12288, repeats:
     return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e12
 
 
+def attention_check(device, heads: int = 32, kv_heads: int = 8, q_len: int = 512, kv_len: int = 2048) -> dict:
+    """Largest difference of the piece attention (each kernel) from masked SDPA at a GQA shape, bf16
+    on the GPU: the evidence that the prefill in pieces computes the same attention there."""
+    from ..models.attention import KERNELS, prefix_causal_attention
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    gen = torch.Generator(device=device).manual_seed(0)
+    query = torch.randn(1, q_len, heads, 128, device=device, dtype=dtype, generator=gen).transpose(1, 2)
+    key, value = (torch.randn(1, kv_heads, kv_len, 128, device=device, dtype=dtype, generator=gen) for _ in range(2))
+    visible = torch.ones(q_len, kv_len, dtype=torch.bool, device=device).tril(kv_len - q_len)
+    groups = heads // kv_heads
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query.float(), key.float().repeat_interleave(groups, 1), value.float().repeat_interleave(groups, 1), attn_mask=visible)
+    return {kernel: float((prefix_causal_attention(query, key, value, kernel=kernel).float() - expected).abs().max())
+            for kernel in KERNELS}
+
+
 def prefill_flops(model, tokens: int) -> float:
     """Dense products of the decoder layers (2 x weights x tokens) plus causal attention (QK and PV)."""
     text = model.config.get_text_config()
@@ -227,7 +244,7 @@ def llm_stage(adapter, method, kwargs: dict, cfg, decode_tokens: int, backend=FR
     prefill = time.perf_counter() - started
     peak = _peak(device)
     started = time.perf_counter()
-    greedy_decode(model, cache, logits, kwargs["position_ids"][:, :, -1:], decode_tokens, backend)
+    greedy_decode(model, cache, logits, kwargs["position_ids"][:, :, -1:], decode_tokens, cfg.prefill.decode_backend)
     _sync(device)
     decode = time.perf_counter() - started
     del cache
@@ -320,14 +337,16 @@ def profile(cfg, partial: Path | None = None) -> dict:
     _sync(device)
     weights = _allocated(device)
     rate = matmul_tflops(device)
+    checked = attention_check(device)
     frames = int(cfg.video.frames)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (no memory figures)",
               "torch": torch.__version__,
               "transformers": __import__("transformers").__version__, "model": cfg.model.name,
               "pretrained": cfg.pretrained or "random weights", "frames": frames, "frame_encoding": cfg.frame_encoding,
               "size": [int(cfg.video.height), int(cfg.video.width)], "weights_bytes": weights,
-              "matmul_tflops": rate, "prefill": {"chunk_tokens": int(cfg.prefill.chunk_tokens), "backend": cfg.prefill.backend},
-              "runs": int(cfg.runs), "rows": {}}
+              "matmul_tflops": rate, "prefill": {"chunk_tokens": int(cfg.prefill.chunk_tokens), "backend": cfg.prefill.backend,
+                                                  "decode_backend": cfg.prefill.decode_backend},
+              "runs": int(cfg.runs), "attention_max_error": checked, "rows": {}}
     slices = frames if cfg.frame_encoding == "per_frame" else -(-frames // 2)
     per_slice = (int(cfg.video.height) // (cfg.model.patch_size * cfg.model.spatial_merge_size)) * \
                 (int(cfg.video.width) // (cfg.model.patch_size * cfg.model.spatial_merge_size))

@@ -55,6 +55,17 @@ def bars(result: dict) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def _decode_and_check(result: dict) -> str:
+    """The decode's kernel and the piece attention's largest error against masked SDPA (newer runs)."""
+    text = ""
+    if result["prefill"].get("decode_backend", "unset") != "unset":
+        text += f", decode: {result['prefill']['decode_backend'] or 'PyTorch order'}"
+    if result.get("attention_max_error"):
+        text += ", piece attention vs masked SDPA max |error| " + ", ".join(
+            f"{k} {v:.1e}" for k, v in result["attention_max_error"].items())
+    return text
+
+
 def render(result: dict, out: Path) -> None:
     paper = paper_rows()
     header = ["row", "label", "status", "visual_tokens", "text_tokens", "context_tokens", "peak_gb", "llm_ttft_s",
@@ -94,7 +105,8 @@ def render(result: dict, out: Path) -> None:
              "",
              f"Made by `python scripts/profile_table3.py` on **{result['device']}** (torch {result['torch']}, "
              f"transformers {result['transformers']}); prefill in pieces of {result['prefill']['chunk_tokens']} tokens, "
-             f"SDPA kernel first: {result['prefill']['backend']}; median of {result['runs']} runs after a warm-up "
+             f"SDPA kernel first: {result['prefill']['backend']}"
+             f"{_decode_and_check(result)}; median of {result['runs']} runs after a warm-up "
              f"(AdaReTaKe and vanilla: fewer, see the JSON). bf16 matmul on this GPU: {result['matmul_tflops']:.0f} TFLOP/s. "
              "The paper's columns are the paper's (an H100 with FlashAttention-2, real weights), not reproduced here.",
              "",
