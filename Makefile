@@ -35,6 +35,9 @@ checkpoints: install ## write the tiny checkpoints of all three families to chec
 synthetic: install ## generate the synthetic video task's data
 	$(BIN)/python -m freres_lmms synthetic
 
+synthetic-long: install ## generate the long-clip task's data (300 clips of 128 frames; ARGS="--seed N" a fresh split)
+	$(BIN)/python -m freres_lmms synthetic --task long $(ARGS)
+
 train-testbed: install ## train a testbed model on one GPU (8.6 min): make train-testbed ARGS="testbed=qwen3vl"
 	$(BIN)/python scripts/train_testbed.py $(ARGS)
 

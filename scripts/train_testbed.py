@@ -2,6 +2,7 @@
 
     python scripts/train_testbed.py testbed=qwen2vl           # one H100/H200, about 7 minutes
     python scripts/train_testbed.py testbed=qwen3vl out=...    # any key of conf/train_testbed.yaml
+    python scripts/train_testbed.py testbed=long_qwen2vl      # the long-clip task (128 frames)
 
 Batches come from the vectorized generator on the GPU (``freres_lmms.data.training``), with
 inputs identical to what the checkpoint's processor builds from the task's mp4 files; each
@@ -29,13 +30,15 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from freres_lmms.data.checkpoints import TESTBED_SIZE, TinySize, new_checkpoint, save_checkpoint  # noqa: E402
-from freres_lmms.data.synthetic import QTYPES, SPLIT_SEEDS  # noqa: E402
+from freres_lmms.data.synthetic import SPLIT_SEEDS  # noqa: E402
+from freres_lmms.data.tasks import TASKS  # noqa: E402
 from freres_lmms.data.training import SyntheticBatches, answer_accuracy, use_packed_vision_attention  # noqa: E402
 
 
 @dataclass
 class TrainConfig:
     family: str = "qwen2vl"
+    task: str = "short"  # the generator (data/tasks.py): short (16 frames) or long (128 frames)
     init_from: str | None = None  # continue from a checkpoint this script wrote (a second segment)
     out: str = "outputs/testbed/testbed-qwen2vl"
     seed: int = 0
@@ -44,6 +47,10 @@ class TrainConfig:
     frames: int = 16
     size: int = 224
     fps: int = 8
+    # long clips: the first `warm_share` of the schedule on clips of `warm_frames` (cheaper steps to
+    # learn what the objects are); null: none
+    warm_frames: int | None = None
+    warm_share: float = 0.0
     chroma: float = 0.5  # share of videos with simulated 4:2:0 chroma, as H.264 files carry
     extra_questions: int = 5  # more chat turns per video (other valid questions): answers per vision pass
     # the schedule: warmup, then cosine until `steps` or `max_minutes`, whichever comes first
@@ -62,15 +69,16 @@ class TrainConfig:
     eval_every: int = 1000
     eval_samples: int = 700
     test_samples: int = 1400
+    eval_chunk: int = 64  # clips per evaluation forward (long clips: fewer)
     model: TinySize = field(default_factory=lambda: TESTBED_SIZE)  # override e.g. model.rope_theta=30
 
 
 ConfigStore.instance().store(name="train_testbed_schema", node=TrainConfig)
 
 
-def per_type(correct: torch.Tensor, qtype: torch.Tensor) -> dict[str, float]:
+def per_type(correct: torch.Tensor, qtype: torch.Tensor, qtypes=TASKS["short"].qtypes) -> dict[str, float]:
     """Accuracy (%) per question type and overall."""
-    out = {name: round(100 * correct[qtype == i].float().mean().item(), 2) for i, name in enumerate(QTYPES)}
+    out = {name: round(100 * correct[qtype == i].float().mean().item(), 2) for i, name in enumerate(qtypes)}
     out["all"] = round(100 * correct.float().mean().item(), 2)
     return out
 
@@ -98,8 +106,12 @@ def main(cfg: TrainConfig) -> None:
     if cfg.packed_vision_attention:
         use_packed_vision_attention(model)
     params = sum(p.numel() for p in model.parameters())
-    batches = SyntheticBatches(processor, cfg.frames, cfg.size, cfg.fps, device, chroma=cfg.chroma)
+    batches = SyntheticBatches(processor, cfg.frames, cfg.size, cfg.fps, device, chroma=cfg.chroma, task=cfg.task)
     batches.precompute_positions(model)
+    warm = None
+    if cfg.warm_frames and cfg.warm_share > 0:
+        warm = SyntheticBatches(processor, cfg.warm_frames, cfg.size, cfg.fps, device, chroma=cfg.chroma, task=cfg.task)
+        warm.precompute_positions(model)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
@@ -120,11 +132,11 @@ def main(cfg: TrainConfig) -> None:
     def evaluate(split_batch) -> dict[str, float]:
         model.eval()
         with autocast:
-            correct = answer_accuracy(model, batches, *split_batch)
+            correct = answer_accuracy(model, batches, *split_batch, chunk=cfg.eval_chunk)
         model.train()
-        return per_type(correct, split_batch[1].qtype)
+        return per_type(correct, split_batch[1].qtype, batches.task.qtypes)
 
-    log({"event": "start", "family": cfg.family, "parameters": params, "device": device_name,
+    log({"event": "start", "family": cfg.family, "task": cfg.task, "frames": cfg.frames, "parameters": params, "device": device_name,
          "init_from": cfg.init_from, "steps_before": earlier["steps"]})
     started, step, running = time.perf_counter(), 0, 0.0
     budget = 60 * cfg.max_minutes
@@ -138,10 +150,11 @@ def main(cfg: TrainConfig) -> None:
         if earlier["steps"] + step >= 1_000_000:
             raise RuntimeError("train seeds would reach the validation split's")
         seed = SPLIT_SEEDS["train"] + 1_000 * cfg.seed + earlier["steps"] + step  # a new draw in every segment
-        scene, questions = batches.draw(cfg.batch_size, seed, first=step)
-        extra = batches.extra(scene, questions, cfg.extra_questions, seed=10**8 + seed)
+        source = warm if warm is not None and progress < cfg.warm_share else batches
+        scene, questions = source.draw(cfg.batch_size, seed, first=step)
+        extra = source.extra(scene, questions, cfg.extra_questions, seed=10**8 + seed)
         with autocast:
-            loss = model(**batches.inputs(scene, questions, generator, extra=extra)).loss
+            loss = model(**source.inputs(scene, questions, generator, extra=extra)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -155,21 +168,29 @@ def main(cfg: TrainConfig) -> None:
         if step % cfg.eval_every == 0:
             log({"step": step, "validation": evaluate(valid)})
     train_seconds = time.perf_counter() - started
-    log({"step": step, "validation": evaluate(valid)})
-    # The test split drawn on the CPU, as the task's files are (a larger draw of the same seed).
-    test = evaluate(batches.draw(cfg.test_samples, SPLIT_SEEDS["test"], on_cpu=True))
-    log({"step": step, "test": test, "train_seconds": round(train_seconds, 1),
-         "total_steps": earlier["steps"] + step, "total_minutes": round(earlier["train_minutes"] + train_seconds / 60, 2)})
-    log_file.close()
-    model.set_attn_implementation("sdpa")  # what the saved checkpoint loads with
-    model.to(torch.bfloat16).eval()
-    info = {"family": cfg.family, "weights": "trained on freres_synthetic (scripts/train_testbed.py)",
+    validation = evaluate(valid)
+    log({"step": step, "validation": validation})
+    info = {"family": cfg.family, "task": batches.task.name, "frames": cfg.frames,
+            "weights": f"trained on {batches.task.name} (scripts/train_testbed.py)",
             "parameters": params, "steps": earlier["steps"] + step,
             "train_minutes": round(earlier["train_minutes"] + train_seconds / 60, 2),
             "batch_size": cfg.batch_size, "device": device_name, "torch": torch.__version__,
-            "test_accuracy_first_token": test, "test_samples": cfg.test_samples}
-    save_checkpoint(model, processor, out, info)
+            "validation_accuracy_first_token": validation}
+    # saved before the test split is read, so a run stopped during the test keeps its weights
+    model.set_attn_implementation("sdpa")  # what the saved checkpoint loads with
+    trained = model.to(torch.bfloat16).eval()
+    save_checkpoint(trained, processor, out, info)
     (out / "train_config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    # The test split drawn on the CPU, as the task's files are (a larger draw of the same seed), on the
+    # bf16 weights just saved.
+    test_split = batches.draw(cfg.test_samples, SPLIT_SEEDS["test"], on_cpu=True)
+    with torch.no_grad():
+        test = per_type(answer_accuracy(trained, batches, *test_split, chunk=cfg.eval_chunk), test_split[1].qtype,
+                        batches.task.qtypes)
+    log({"step": step, "test": test, "train_seconds": round(train_seconds, 1),
+         "total_steps": earlier["steps"] + step, "total_minutes": round(earlier["train_minutes"] + train_seconds / 60, 2)})
+    log_file.close()
+    save_checkpoint(trained, processor, out, {**info, "test_accuracy_first_token": test, "test_samples": cfg.test_samples})
     print(f"saved {out}")
 
 

@@ -141,16 +141,19 @@ class Questions(_TensorFields):
             parts += [fixed[:, 1 + k:2 + k], self.options[:, k:k + 1]]
         return torch.cat(parts + [fixed[:, 5:]], dim=1)
 
-    def docs(self, split: str, start: int = 0) -> list[dict]:
-        """The jsonl records (text) of the batch; sample ``i`` is ``{split}-{start + i:05d}``."""
+    def docs(self, split: str, start: int = 0, qtypes: dict | None = None, phrases: list[str] | None = None) -> list[dict]:
+        """The jsonl records (text) of the batch; sample ``i`` is ``{split}-{start + i:05d}``.
+        ``qtypes`` (type -> group) and ``phrases``: another task's (default: this module's)."""
+        qtypes, phrases = qtypes or QUESTION_TYPES, phrases or PHRASES
+        names = tuple(qtypes)
         rows = zip(self.qtype.tolist(), self.question.tolist(), self.options.tolist(), self.answer.tolist())
         out = []
         for i, (qtype, question, options, answer) in enumerate(rows):
             name = f"{split}-{start + i:05d}"
             out.append({
-                "id": name, "video": f"videos/{name}.mp4", "question": text_of(question),
-                "options": [text_of(o) for o in options], "answer": LETTERS[answer],
-                "qtype": QTYPES[qtype], "category": QUESTION_TYPES[QTYPES[qtype]],
+                "id": name, "video": f"videos/{name}.mp4", "question": phrases[question].removeprefix(" "),
+                "options": [phrases[o].removeprefix(" ") for o in options], "answer": LETTERS[answer],
+                "qtype": names[qtype], "category": qtypes[names[qtype]],
             })
         return out
 
@@ -359,6 +362,28 @@ def extra_questions(scene: Scene, first: Questions, turns: int, frames: int, siz
 
 
 # -- rendering ----------------------------------------------------------------------------------
+def shape_masks(shape: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Pixels inside each object (``shape`` [N, K, 1, 1, 1] into ``SHAPES``) at offsets ``dx``, ``dy``
+    from its centre, of size ``r``: bool, broadcast of the inputs."""
+    circle = dx**2 + dy**2 <= r**2
+    square = (dx.abs() <= r * 0.85) & (dy.abs() <= r * 0.85)
+    triangle = (dy <= r * 0.8) & (dy >= -r) & (dx.abs() <= (dy + r) * 0.55)
+    return torch.where(shape == 0, circle, torch.where(shape == 1, square, triangle))
+
+
+def composite(mask: torch.Tensor, colour_idx: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Frames from object masks (bool [N, K, T, H, W], later objects on top), each object's colour per
+    frame (``colour_idx`` [N, K, T] into ``COLOURS``) and the background (uint8 [N, T, 1, 3])."""
+    device = mask.device
+    layer = torch.arange(1, mask.shape[1] + 1, device=device, dtype=torch.uint8)[None, :, None, None, None]
+    top = (mask * layer).amax(dim=1).long()  # [N,T,H,W], 0 = background
+    palette = torch.tensor(list(COLOURS.values()), device=device, dtype=torch.uint8)
+    colours = torch.cat([background, palette[colour_idx].permute(0, 2, 1, 3)], dim=2)  # [N,T,K+1,3]
+    n, t_, h, w = top.shape
+    out = torch.gather(colours.reshape(n * t_, -1, 3), 1, top.reshape(n * t_, h * w, 1).expand(-1, -1, 3))
+    return out.reshape(n, t_, h, w, 3)
+
+
 def render(scene: Scene, frames: int, size: int) -> torch.Tensor:
     """Draw every video of ``scene``: uint8 [N, T, size, size, 3]. No loop over frames or videos."""
     device = scene.start.device
@@ -367,26 +392,14 @@ def render(scene: Scene, frames: int, size: int) -> torch.Tensor:
     axis = torch.arange(size, device=device, dtype=torch.float32) + 0.5
     dx = axis[None, None, None, None, :] - centre[..., 0, None, None]  # [N,K,T,1,W]
     dy = axis[None, None, None, :, None] - centre[..., 1, None, None]  # [N,K,T,H,1]
-    r = scene.radius[:, :, None, None, None]
-    circle = dx**2 + dy**2 <= r**2
-    square = (dx.abs() <= r * 0.85) & (dy.abs() <= r * 0.85)
-    triangle = (dy <= r * 0.8) & (dy >= -r) & (dx.abs() <= (dy + r) * 0.55)
-    shape = scene.shape[:, :, None, None, None]
-    mask = torch.where(shape == 0, circle, torch.where(shape == 1, square, triangle))
+    mask = shape_masks(scene.shape[:, :, None, None, None], dx, dy, scene.radius[:, :, None, None, None])
     visible = scene.active[:, :, None] & (t[None, None, :] >= scene.appear_frame[:, :, None])
     mask = mask & visible[..., None, None]  # [N,K,T,H,W]
-    # Later objects are drawn on top: the layer index of the topmost object at each pixel.
-    layer = torch.arange(1, scene.active.shape[1] + 1, device=device, dtype=torch.uint8)[None, :, None, None, None]
-    top = (mask * layer).amax(dim=1).long()  # [N,T,H,W], 0 = background
-    palette = torch.tensor(list(COLOURS.values()), device=device, dtype=torch.uint8)
     colour_idx = torch.where(
         t[None, None, :] >= scene.change_frame[:, :, None], scene.colour_end[:, :, None], scene.colour_start[:, :, None]
     )  # [N,K,T]
     background = torch.tensor(BACKGROUND, device=device, dtype=torch.uint8).expand(*colour_idx.shape[::2], 1, 3)
-    colours = torch.cat([background, palette[colour_idx].permute(0, 2, 1, 3)], dim=2)  # [N,T,K+1,3]
-    n, t_, h, w = top.shape
-    out = torch.gather(colours.reshape(n * t_, -1, 3), 1, top.reshape(n * t_, h * w, 1).expand(-1, -1, 3))
-    return out.reshape(n, t_, h, w, 3)
+    return composite(mask, colour_idx, background)
 
 
 # -- files --------------------------------------------------------------------------------------
@@ -406,30 +419,38 @@ def write_mp4(path: Path, frames, fps: int) -> None:
             container.mux(packet)
 
 
-def generate(out_dir: str | Path, count: int = 70, frames: int = 16, size: int = 224, fps: int = 8,
-             split: str = "test", seed: int | None = None, batch: int = 32) -> Path:
-    """Write ``count`` samples of ``split``: ``OUT/videos/*.mp4`` and ``OUT/<split>.jsonl``.
+def generate(out_dir: str | Path, count: int | None = None, frames: int | None = None, size: int = 224,
+             fps: int | None = None, split: str = "test", seed: int | None = None, batch: int | None = None,
+             task: str = "short") -> Path:
+    """Write ``count`` samples of ``split`` of ``task`` (``data.tasks.TASKS``): ``OUT/videos/*.mp4``
+    and ``OUT/<split>.jsonl``; unset counts, frames and rate are the task's.
 
     The seed defaults to the split's (``SPLIT_SEEDS``); scenes are drawn on the CPU so a split is
     the same on every machine.
     """
+    from .tasks import TASKS
+
+    spec = TASKS[task]
+    count, frames, fps = count or spec.test_size, frames or spec.frames, fps or spec.fps
+    batch = batch or spec.render_batch
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    scene, questions = sample(count, frames, size, SPLIT_SEEDS[split] if seed is None else seed)
-    docs = questions.docs(split)
+    seed = SPLIT_SEEDS[split] if seed is None else seed
+    scene, questions = spec.sample(count, frames, size, seed)
+    docs = questions.docs(split, qtypes=spec.qtypes, phrases=spec.phrases)
     from tqdm import tqdm
 
-    with tqdm(total=count, desc=f"synthetic {split} videos", unit="video", disable=count < 2 * batch) as progress:
+    with tqdm(total=count, desc=f"{spec.name} {split} videos", unit="video", disable=count < 2 * batch) as progress:
         for lo in range(0, count, batch):
             part = scene.map(lambda value: value[lo:lo + batch])
-            for doc, video in zip(docs[lo:lo + batch], render(part, frames, size).numpy()):
+            for doc, video in zip(docs[lo:lo + batch], spec.render(part, frames, size).numpy()):
                 write_mp4(out / doc["video"], video, fps)
             progress.update(min(batch, count - lo))
     with open(out / f"{split}.jsonl", "w") as f:
         for doc in docs:
             f.write(json.dumps(doc) + "\n")
-    meta = {"generator_version": GENERATOR_VERSION, "count": count, "frames": frames, "size": size, "fps": fps,
-            "split": split, "seed": SPLIT_SEEDS[split] if seed is None else seed}
+    meta = {"generator_version": spec.version, "task": task, "count": count, "frames": frames, "size": size,
+            "fps": fps, "split": split, "seed": seed}
     (out / f"{split}.meta.json").write_text(json.dumps(meta) + "\n")
     return out / f"{split}.jsonl"
 
@@ -439,28 +460,40 @@ DEFAULT_TEST_SIZE = 350  # 50 per question type
 GENERATOR_VERSION = 3  # bump when the videos or questions a seed gives change
 
 
-def ensure_synthetic(out_dir: str | Path = DEFAULT_TASK_DATA, count: int = DEFAULT_TEST_SIZE, **kwargs) -> Path:
-    """The synthetic test split, generated if missing, older than this generator, or other than asked."""
-    path, meta_path = Path(out_dir) / "test.jsonl", Path(out_dir) / "test.meta.json"
+def ensure_synthetic(out_dir: str | Path | None = None, count: int | None = None, task: str = "short", **kwargs) -> Path:
+    """The test split of ``task`` (``split``/``seed`` in kwargs: another), generated if missing, older
+    than its generator, or other than asked."""
+    from .tasks import TASKS
+
+    spec = TASKS[task]
+    out_dir, count = Path(out_dir or spec.data_dir), count or spec.test_size
+    split = kwargs.get("split", "test")
+    path, meta_path = out_dir / f"{split}.jsonl", out_dir / f"{split}.meta.json"
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        wanted = {"generator_version": GENERATOR_VERSION, "count": count, **kwargs}
-        if all(meta.get(k) == v for k, v in wanted.items()):
+        wanted = {"generator_version": spec.version, "count": count, **kwargs}
+        if all(meta.get(k) == v for k, v in wanted.items()) and meta.get("task", "short") == task:
             return path
-    return generate(out_dir, count, **kwargs)
+    return generate(out_dir, count, task=task, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .tasks import TASKS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(DEFAULT_TASK_DATA), help="where the task YAML looks by default")
-    parser.add_argument("--count", type=int, default=DEFAULT_TEST_SIZE, help="samples (question types interleave)")
-    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--task", choices=list(TASKS), default="short",
+                        help="short: freres_synthetic (16 frames); long: freres_synthetic_long (128 frames)")
+    parser.add_argument("--out", default=None, help="default: where the task's YAML looks")
+    parser.add_argument("--count", type=int, default=None, help="samples (question types interleave); default: the task's")
+    parser.add_argument("--frames", type=int, default=None, help="default: the task's (16 short, 128 long; long: up to 512)")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--fps", type=int, default=None)
     parser.add_argument("--split", choices=list(SPLIT_SEEDS), default="test")
-    parser.add_argument("--seed", type=int, default=None, help="default: the split's own seed")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="default: the split's own seed; any other seed draws a fresh split (held-out checks)")
     args = parser.parse_args(argv)
-    print(generate(args.out, args.count, args.frames, args.size, args.fps, args.split, args.seed))
+    out = args.out or TASKS[args.task].data_dir
+    print(generate(out, args.count, args.frames, args.size, args.fps, args.split, args.seed, task=args.task))
 
 
 if __name__ == "__main__":

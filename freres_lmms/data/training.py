@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .synthetic import LETTERS, PHRASES, PhraseTable, Questions, Scene, extra_questions, render, sample
+from .synthetic import LETTERS, PhraseTable, Questions, Scene
+from .tasks import TASKS
 
 PLACEHOLDER = "QQQ"
 
@@ -87,13 +88,14 @@ class SyntheticBatches:
     """Batches of (model inputs, questions) drawn from the synthetic generator on ``device``."""
 
     def __init__(self, processor, frames: int = 16, size: int = 224, fps: float = 8.0,
-                 device: str | torch.device = "cpu", chroma: float = 0.0) -> None:
+                 device: str | torch.device = "cpu", chroma: float = 0.0, task: str = "short") -> None:
         self.processor, self.frames, self.size, self.device = processor, frames, size, torch.device(device)
+        self.task = TASKS[task]  # the generator: short (freres_synthetic) or long (freres_synthetic_long)
         tpl = PromptTemplate.build(processor, frames, size, fps)
         self.prefix, self.prefix_types = tpl.prefix.to(self.device), tpl.prefix_types.to(self.device)
         # The question phrases, then the chat pieces and the answer letters.
-        self.phrases = PhraseTable(processor.tokenizer, self.device, PHRASES + [tpl.suffix, tpl.end, tpl.next_turn, *LETTERS])
-        self.suffix_id, self.end_id, self.next_id, self.letter0 = (len(PHRASES) + i for i in range(4))
+        self.phrases = PhraseTable(processor.tokenizer, self.device, self.task.phrases + [tpl.suffix, tpl.end, tpl.next_turn, *LETTERS])
+        self.suffix_id, self.end_id, self.next_id, self.letter0 = (len(self.task.phrases) + i for i in range(4))
         letters = self.phrases.lengths[self.letter0:]
         if bool((letters != 1).any()):
             raise ValueError("each answer letter must be one token")
@@ -117,14 +119,14 @@ class SyntheticBatches:
 
     def draw(self, n: int, seed: int, first: int = 0, on_cpu: bool = False) -> tuple[Scene, Questions]:
         """``on_cpu`` draws where the task's split files are drawn, so the same seed gives the same split."""
-        scene, questions = sample(n, self.frames, self.size, seed, "cpu" if on_cpu else self.device, first)
+        scene, questions = self.task.sample(n, self.frames, self.size, seed, "cpu" if on_cpu else self.device, first)
         if on_cpu:
             scene, questions = (part.map(lambda v: v.to(self.device)) for part in (scene, questions))
         return scene, questions
 
     def extra(self, scene: Scene, questions: Questions, turns: int, seed: int) -> list[Questions]:
-        """``turns`` more questions about the same videos (see ``synthetic.extra_questions``)."""
-        return extra_questions(scene, questions, turns, self.frames, self.size, seed)
+        """``turns`` more questions about the same videos (the task's ``extra``)."""
+        return self.task.extra(scene, questions, turns, self.frames, self.size, seed)
 
     def inputs(self, scene: Scene, questions: Questions, generator: torch.Generator | None = None,
                with_answers: bool = True, extra: list[Questions] = ()) -> dict:
@@ -135,7 +137,7 @@ class SyntheticBatches:
         """
         if extra and not with_answers:
             raise ValueError("extra turns need the answers of the turns before them")
-        videos = render(scene, self.frames, self.size)
+        videos = self.task.render(scene, self.frames, self.size)
         if self.chroma > 0:
             pick = torch.rand(len(videos), device=self.device, generator=generator) < self.chroma
             videos = torch.where(pick[:, None, None, None, None], chroma_subsample(videos), videos)

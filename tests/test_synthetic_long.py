@@ -1,0 +1,177 @@
+"""The long-clip task (freres_synthetic_long): balanced splits, answers that the pixels show, training
+inputs equal to the processor's, and the lmms-eval task end to end through a wrapper."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from freres_lmms.data.synthetic import COLOURS, LETTERS, QUADRANTS, generate, prompt_text
+from freres_lmms.data.synthetic_long import (
+    CENTRE,
+    CORNER_A,
+    CORNER_B,
+    FLASH,
+    FLASH_BACKGROUND,
+    LONG_PHRASES,
+    LONG_QTYPES,
+    LONG_QUESTION_TYPES,
+    MOVER,
+    SMALL0,
+    SMALL_FRAMES,
+    SLOTS,
+    LongScene,
+    extra_long_questions,
+    render_long,
+    sample_long,
+)
+from freres_lmms.data.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+PALETTE = {tuple(rgb): name for name, rgb in COLOURS.items()}
+
+
+def docs_of(questions):
+    return questions.docs("x", qtypes=LONG_QUESTION_TYPES, phrases=LONG_PHRASES)
+
+
+def alone(scene: LongScene, i: int, slots) -> LongScene:
+    """Clip ``i`` with only the objects of ``slots`` drawn."""
+    keep = torch.zeros(1, SLOTS, dtype=torch.bool)
+    keep[0, list(slots)] = True
+    one = scene.map(lambda v: v[i:i + 1])
+    return LongScene(**{**vars(one), "active": one.active & keep})
+
+
+def test_answers_uniform_and_one_option_list_per_type():
+    scene, questions = sample_long(6 * 400, frames=64, size=112, seed=11)
+    assert questions.qtype.tolist() == [i % 6 for i in range(6 * 400)]  # interleaved: --limit stays balanced
+    for index, name in enumerate(LONG_QTYPES):
+        picked = questions.qtype == index
+        counts = torch.bincount(questions.answer[picked], minlength=4)
+        assert counts.min() >= 70 and counts.max() <= 130, (name, counts.tolist())
+        assert len(questions.options[picked].unique(dim=0)) == 1, name
+        assert len(questions.question[picked].unique()) == 1, name
+    assert set(LONG_QUESTION_TYPES.values()) == {"brief", "spread", "detail", "mixed"}
+
+
+def test_clips_show_what_the_answers_say():
+    frames, size = 64, 112
+    scene, questions = sample_long(6 * 16, frames, size, seed=5)
+    video = torch.cat([render_long(scene.map(lambda v: v[lo:lo + 12]), frames, size) for lo in range(0, 96, 12)])
+    seen = {name: set() for name in LONG_QTYPES}
+    background = torch.tensor([30, 30, 36], dtype=torch.uint8)
+    for i, doc in enumerate(docs_of(questions)):
+        answer = doc["options"][LETTERS.index(doc["answer"])]
+        seen[doc["qtype"]].add(answer)
+        lit = (video[i, :, 0, 0] == torch.tensor(FLASH_BACKGROUND, dtype=torch.uint8)).all(-1)
+        assert int(lit.sum()) == 2  # the background flash: two frames
+        if doc["qtype"] == "flash":  # the brief object: 2-4 frames of one colour, or none at all
+            clip = render_long(alone(scene, i, [FLASH]), frames, size)[0]
+            shown = ((clip != background) & (clip != torch.tensor(FLASH_BACKGROUND, dtype=torch.uint8))).any(-1)
+            on = shown.flatten(1).any(1)
+            if answer == "none":
+                assert not bool(on.any())
+            else:
+                assert 2 <= int(on.sum()) <= 4 and {PALETTE[tuple(c)] for c in clip[on][shown[on]].tolist()} == {answer}
+        if doc["qtype"] == "changes":  # runs of colour at the centre pixel
+            centre = video[i, :, size // 2, size // 2].tolist()
+            runs = 1 + sum(a != b for a, b in zip(centre, centre[1:]))
+            assert runs - 1 == int(answer)
+        if doc["qtype"] == "first":  # the first corner object seen has the answer's colour
+            clip = render_long(alone(scene, i, [CORNER_A, CORNER_B]), frames, size)[0]
+            shown = (clip != background).any(-1) & ~lit[:, None, None]
+            first = int(shown.flatten(1).any(1).nonzero()[0])
+            assert {PALETTE[tuple(c)] for c in clip[first][shown[first]].tolist()} == {answer}
+        if doc["qtype"] in ("small_count", "small_where"):  # purple specks for 16 frames, one per quadrant
+            clip = render_long(alone(scene, i, range(SMALL0, SLOTS)), frames, size)[0]
+            shown = (clip == torch.tensor(COLOURS["purple"], dtype=torch.uint8)).all(-1)
+            on = shown.flatten(1).any(1).nonzero().flatten()
+            assert len(on) == SMALL_FRAMES
+            ys, xs = shown[on[0]].nonzero(as_tuple=True)
+            quadrants = {QUADRANTS[2 * int(y >= size / 2) + int(x >= size / 2)] for y, x in zip(ys.tolist(), xs.tolist())}
+            if doc["qtype"] == "small_count":
+                assert len(quadrants) == int(answer)
+            else:
+                assert quadrants == {answer}
+        if doc["qtype"] == "when_flash":  # the white mover's centroid at the first lit frame
+            clip = render_long(alone(scene, i, [MOVER]), frames, size)[0]
+            frame = int(lit.nonzero()[0])
+            ys, xs = (clip[frame] == torch.tensor(COLOURS["white"], dtype=torch.uint8)).all(-1).nonzero(as_tuple=True)
+            y, x = ys.float().mean(), xs.float().mean()
+            assert QUADRANTS[2 * int(y >= size / 2) + int(x >= size / 2)] == answer
+    assert all(len(answers) == 4 for answers in seen.values()), seen  # every answer of every type was checked
+
+
+def test_extra_questions_are_answered_by_the_same_clip():
+    frames, size = 64, 112
+    scene, questions = sample_long(60, frames, size, seed=8)
+    for turn in extra_long_questions(scene, questions, 4, frames, size, seed=9):
+        asks_where = turn.qtype == LONG_QTYPES.index("small_where")
+        assert bool((scene.active[asks_where, SMALL0:].sum(1) == 1).all())  # only when one small object appears
+        again = sample_long(60, frames, size, seed=8)[0]  # the same draw answers the same way
+        from freres_lmms.data.synthetic_long import ask_long
+
+        assert torch.equal(ask_long(again, turn.qtype, frames, size).answer, turn.answer)
+
+
+def test_clip_lengths():
+    with pytest.raises(ValueError, match="48 to 512 frames"):
+        sample_long(2, frames=40)
+    scene, _ = sample_long(1, frames=512, size=56, seed=1)
+    assert render_long(scene, 512, 56).shape == (1, 512, 56, 56, 3)
+    assert int(scene.appear[0, FLASH]) < 512 and int(scene.change_frames[0, CENTRE].min()) >= 64
+
+
+def test_training_inputs_equal_the_processor():
+    """The long task's batches (Qwen3-VL: a timestamp per slice) equal the processor on the same clips."""
+    from freres_lmms.data.checkpoints import build_processor
+    from freres_lmms.data.tokenizer import train_tokenizer
+    from freres_lmms.data.training import SyntheticBatches
+
+    processor = build_processor("qwen3vl", train_tokenizer())
+    batches = SyntheticBatches(processor, frames=48, size=224, fps=8.0, task="long")
+    scene, questions = batches.draw(3, seed=3)
+    ours = batches.inputs(scene, questions, with_answers=False)
+    texts = [processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt_text(d["question"], d["options"])}]}],
+        tokenize=False, add_generation_prompt=True) for d in docs_of(questions)]
+    processor.tokenizer.padding_side = "right"
+    metadata = {"fps": 8.0, "frames_indices": list(range(48)), "total_num_frames": 48}
+    reference = processor(text=texts, videos=[v.permute(0, 3, 1, 2) for v in render_long(scene, 48, 224)],
+                          video_metadata=[metadata] * 3, padding=True, return_tensors="pt")
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw"):
+        assert torch.equal(ours[key], reference[key].to(ours[key].dtype)), key
+
+
+def test_the_task_runs_through_a_wrapper(tmp_path, checkpoints):
+    """freres_synthetic_long through lmms-eval on a fresh split (--seed): every group's and type's
+    metric, exact visual token counts at 48 frames (24 slices of 8x8) and at half of them."""
+    tasks = tmp_path / "task_configs"
+    for name in ("freres_synthetic", "freres_synthetic_long"):
+        shutil.copytree(ROOT / "task_configs" / name, tasks / name, ignore=shutil.ignore_patterns("data"))
+    done = subprocess.run([sys.executable, "-m", "freres_lmms", "synthetic", "--task", "long", "--count", "6",
+                           "--frames", "48", "--seed", "77", "--out", str(tasks / "freres_synthetic_long" / "data")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads((tasks / "freres_synthetic_long" / "data" / "test.meta.json").read_text())
+    assert meta["task"] == "long" and meta["seed"] == 77 and meta["frames"] == 48
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "freres_lmms", "eval", "--model", "uniform_qwen2vl", "--model_args",
+                          f"pretrained={checkpoints['qwen2vl']},max_num_frames=48,budget=0.5",
+                          "--tasks", "freres_synthetic_long", "--include_path", str(tasks), "--limit", "6",
+                          "--log_samples", "--output_path", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(next(out.rglob("*_results.json")).read_text())["results"]["freres_synthetic_long"]
+    for name in [*LONG_QTYPES, *TASKS["long"].groups]:
+        assert f"{name}_accuracy,none" in results, name
+    samples = [json.loads(line) for line in next(out.rglob("*samples*.jsonl")).read_text().splitlines()]
+    assert len(samples) == 6
+    assert {s["token_counts"][0]["visual_tokens_before"] for s in samples} == {24 * 64}
+    assert {s["token_counts"][0]["visual_tokens_after"] for s in samples} == {12 * 64}
