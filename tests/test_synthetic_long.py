@@ -175,3 +175,27 @@ def test_the_task_runs_through_a_wrapper(tmp_path, checkpoints):
     assert len(samples) == 6
     assert {s["token_counts"][0]["visual_tokens_before"] for s in samples} == {24 * 64}
     assert {s["token_counts"][0]["visual_tokens_after"] for s in samples} == {12 * 64}
+
+
+def brief_ceiling(frames: int, budget: float, clips: int = 1200) -> float:
+    """The best accuracy any model can reach on ``flash`` when ``uniform`` keeps ``budget`` of the
+    slices: the brief object is seen only if one of its frames is in a kept slice; unseen, the best
+    guess is "none"."""
+    from freres_lmms.core import build_method
+
+    scene, _ = sample_long(clips, frames, 224, seed=3_000_017)
+    kept = build_method("uniform", budget=budget).slices(frames // 2, 8, 8)
+    kept_frames = torch.zeros(frames, dtype=torch.bool)
+    kept_frames[(2 * kept[:, None] + torch.arange(2)).flatten()] = True
+    frame = torch.arange(frames)
+    visible = (frame >= scene.appear[:, FLASH, None]) & (frame < scene.vanish[:, FLASH, None])
+    seen = (visible & kept_frames).any(1) & scene.active[:, FLASH]
+    return 100.0 * float((seen | ~scene.active[:, FLASH]).float().mean())
+
+
+@pytest.mark.parametrize("frames", [128, 512])
+def test_uniform_at_a_tenth_cannot_answer_brief_questions(frames):
+    """The issue's design bar: keeping 1 slice in 10, no model can score more than chance + 25 points on
+    the brief type (the events are short enough); at half the slices it could."""
+    assert brief_ceiling(frames, 0.1) <= 50.0
+    assert brief_ceiling(frames, 0.5) >= 85.0
