@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test demo profile checkpoints synthetic train-testbed testbed-table ci-regression gpu-check clean
+.PHONY: help install lock test demo profile checkpoints synthetic synthetic-long train-testbed testbed-table ci-regression gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,7 +41,7 @@ synthetic-long: install ## generate the long-clip task's data (300 clips of 128 
 train-testbed: install ## train a testbed model on one GPU (8.6 min): make train-testbed ARGS="testbed=qwen3vl"
 	$(BIN)/python scripts/train_testbed.py $(ARGS)
 
-testbed-table: install ## accuracy per question type, every method at 50/25/10% of tokens -> results/testbed.md
+testbed-table: install ## accuracy per question type, every method at 50/25/10% of tokens -> results/testbed.md (ARGS="--task long": + 5%, curves png)
 	$(BIN)/python scripts/testbed_table.py $(ARGS)
 
 ci-regression: install ## every method on the trained testbed vs results/regression/baseline.json (ARGS=--update to rewrite it)

@@ -150,10 +150,10 @@ def test_training_inputs_equal_the_processor():
         assert torch.equal(ours[key], reference[key].to(ours[key].dtype)), key
 
 
-def test_the_task_runs_through_a_wrapper(tmp_path, checkpoints):
-    """freres_synthetic_long through lmms-eval on a fresh split (--seed): every group's and type's
-    metric, exact visual token counts at 48 frames (24 slices of 8x8) and at half of them."""
-    tasks = tmp_path / "task_configs"
+@pytest.fixture(scope="module")
+def long_tasks(tmp_path_factory):
+    """Our task folders with a fresh 6-clip long split of 48 frames (seed 77), written by the CLI."""
+    tasks = tmp_path_factory.mktemp("long") / "task_configs"
     for name in ("freres_synthetic", "freres_synthetic_long"):
         shutil.copytree(ROOT / "task_configs" / name, tasks / name, ignore=shutil.ignore_patterns("data"))
     done = subprocess.run([sys.executable, "-m", "freres_lmms", "synthetic", "--task", "long", "--count", "6",
@@ -162,10 +162,16 @@ def test_the_task_runs_through_a_wrapper(tmp_path, checkpoints):
     assert done.returncode == 0, done.stderr[-2000:]
     meta = json.loads((tasks / "freres_synthetic_long" / "data" / "test.meta.json").read_text())
     assert meta["task"] == "long" and meta["seed"] == 77 and meta["frames"] == 48
+    return tasks
+
+
+def test_the_task_runs_through_a_wrapper(tmp_path, checkpoints, long_tasks):
+    """freres_synthetic_long through lmms-eval on a fresh split (--seed): every group's and type's
+    metric, exact visual token counts at 48 frames (24 slices of 8x8) and at half of them."""
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "freres_lmms", "eval", "--model", "uniform_qwen2vl", "--model_args",
                           f"pretrained={checkpoints['qwen2vl']},max_num_frames=48,budget=0.5",
-                          "--tasks", "freres_synthetic_long", "--include_path", str(tasks), "--limit", "6",
+                          "--tasks", "freres_synthetic_long", "--include_path", str(long_tasks), "--limit", "6",
                           "--log_samples", "--output_path", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(next(out.rglob("*_results.json")).read_text())["results"]["freres_synthetic_long"]
@@ -175,6 +181,26 @@ def test_the_task_runs_through_a_wrapper(tmp_path, checkpoints):
     assert len(samples) == 6
     assert {s["token_counts"][0]["visual_tokens_before"] for s in samples} == {24 * 64}
     assert {s["token_counts"][0]["visual_tokens_after"] for s in samples} == {12 * 64}
+
+
+def test_curves_table_and_plot(tmp_path, checkpoints, long_tasks):
+    """``testbed_table.py --task long``: a row per method and budget with every type and group, the
+    refused budget as a note (uniform below one slice), and one png of curves per checkpoint."""
+    out = tmp_path / "testbed-long.md"
+    done = subprocess.run([sys.executable, "scripts/testbed_table.py", "--task", "long", "--checkpoints",
+                           str(checkpoints["qwen3vl"]), "--methods", "uniform", "--budgets", "0.5", "0.01",
+                           "--limit", "6", "--include-path", str(long_tasks), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import pandas as pd
+
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert list(table["method"]) == ["uniform", "uniform"] and list(table["budget"]) == [0.5, 0.01]
+    assert {*LONG_QTYPES, *TASKS["long"].groups, "all"} <= set(table.columns)
+    assert table["visual_tokens"][0] == 12 * 49 and table["of"][0] == 24 * 49  # Qwen3-VL: 7x7 merged tokens at 224
+    assert "below one temporal slice" in table["note"][1] and pd.isna(table["all"][1])
+    png = out.with_name(f"testbed-long-{checkpoints['qwen3vl'].name}.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def brief_ceiling(frames: int, budget: float, clips: int = 1200) -> float:
