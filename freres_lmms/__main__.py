@@ -1,4 +1,4 @@
-"""``python -m freres_lmms <command>``: eval | checkpoints | synthetic | demo | regression | tokens | budget-match | reproduce."""
+"""``python -m freres_lmms <command>``: eval | checkpoints | synthetic | demo | regression | tokens | budget-match | mini-benchmarks | reproduce."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ COMMANDS = {
     "regression": ("freres_lmms.regression", "compare every method on the trained testbed with the stored baseline"),
     "tokens": ("freres_lmms.tokens:tokens_main", "visual tokens an experiment preset emits (JSON line, no model): experiment=<preset>"),
     "budget-match": ("freres_lmms.tokens:budget_match_main", "match each baseline's primary knob to its target: experiment=<preset> | table=<id>"),
+    "mini-benchmarks": ("freres_lmms.data.mini_benchmarks", "write miniature real benchmarks in lmms-eval's offline layout (a test fixture): --hf-home DIR"),
     "reproduce": ("freres_lmms.tables.reproduce:main", "regenerate a paper table: table=<id> [model=tiny benchmark=synthetic ...]"),
 }
 

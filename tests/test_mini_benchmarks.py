@@ -1,0 +1,74 @@
+"""Miniature real benchmarks (data/mini_benchmarks.py): lmms-eval's own task code runs offline on them
+through our wrappers, reports the metric keys conf/benchmark names, and the data check accepts the layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from freres_lmms.config import compose
+from freres_lmms.data import mini_benchmarks
+from freres_lmms.tables import datacheck
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mini_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("mini-hf")
+    done = subprocess.run([sys.executable, "-m", "freres_lmms", "mini-benchmarks", "--hf-home", str(home)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return home
+
+
+def offline_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LMMS_EVAL_DATASETS"))}
+    return {**env, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+@pytest.mark.parametrize("name", sorted(mini_benchmarks.BENCHMARKS))
+def test_lmms_eval_task_runs_offline_through_our_wrapper(name, mini_home, checkpoints, tmp_path):
+    """The benchmark's lmms-eval task (its YAML, utils.py, the datasets load) on the miniature, offline:
+    exit 0, every row answered, the metric keys of conf/benchmark/<name>.yaml, 16 frames -> 8 slices of 8x8."""
+    benchmark = compose(["experiment=adaretake_t4/qwen2_vl_7b", f"benchmark={name}"]).benchmark
+    rows = mini_benchmarks.BENCHMARKS[name].rows()
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "freres_lmms", "eval", "--model", "full_qwen2vl", "--model_args",
+                          f"pretrained={checkpoints['qwen2vl']},max_num_frames=16", "--tasks", ",".join(benchmark.tasks),
+                          "--log_samples", "--output_path", str(out)],
+                          cwd=tmp_path, env=offline_env(mini_home), capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(next(out.rglob("*_results.json")).read_text())["results"]
+    for metric in benchmark.metrics.values():
+        assert metric.key in results[metric.task], (metric.key, results[metric.task])
+    samples = [json.loads(line) for path in out.rglob("*samples*.jsonl") for line in path.read_text().splitlines()]
+    assert len(samples) == len(rows)
+    assert {s["token_counts"][0]["visual_tokens_before"] for s in samples} == {8 * 64}
+    assert not any(s["token_counts"][0].get("error") for s in samples)
+
+
+@pytest.mark.parametrize("name", sorted(mini_benchmarks.BENCHMARKS))
+def test_data_check_accepts_the_layout_and_names_what_is_removed(name, mini_home, tmp_path, monkeypatch):
+    home = tmp_path / "hf"
+    shutil.copytree(mini_home, home)
+    for key, value in {"HF_HOME": home, "HF_HUB_CACHE": home / "hub", "HF_DATASETS_CACHE": home / "datasets"}.items():
+        monkeypatch.setenv(key, str(value))
+    benchmark = compose(["experiment=adaretake_t4/qwen2_vl_7b", f"benchmark={name}"]).benchmark
+    assert datacheck.missing_data(benchmark) == []
+    videos = {Path(p).parts[0] for p in mini_benchmarks.BENCHMARKS[name].videos(mini_benchmarks.BENCHMARKS[name].rows())}
+    for folder in videos:
+        shutil.rmtree(home / folder)
+    needs = datacheck.missing_data(benchmark)
+    assert needs and all(str(home) in n for n in needs), needs
+
+
+def test_unknown_miniature_is_refused(tmp_path):
+    with pytest.raises(KeyError, match="no miniature of 'nope'"):
+        mini_benchmarks.write(tmp_path, ["nope"])
