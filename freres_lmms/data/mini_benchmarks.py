@@ -29,13 +29,18 @@ CLIP_FRAMES, CLIP_SIZE, CLIP_FPS = 16, 224, 8
 
 @dataclass(frozen=True)
 class MiniBenchmark:
-    """One benchmark's miniature: the dataset repo and config lmms-eval loads, its rows, the clips."""
+    """One benchmark's miniature: the dataset repo lmms-eval loads, its rows per config, the clips."""
 
     repo: str  # the task YAML's dataset_path
-    config: str | None  # its dataset_name (None: the repo's default config)
     split: str  # its test_split
-    rows: Callable[[], list[dict]]  # the test split's rows, with the dataset's own columns
-    videos: Callable[[list[dict]], list[str]]  # each row's video file, relative to HF_HOME
+    tables: Callable[[], dict]  # config (the YAML's dataset_name; None: the default) -> the split's rows
+    videos: Callable[[str | None, list[dict]], list[str]]  # a config's rows' video files, relative to HF_HOME
+
+    def rows(self) -> list[dict]:
+        return [row for rows in self.tables().values() for row in rows]
+
+    def video_paths(self) -> list[str]:
+        return [path for config, rows in self.tables().items() for path in self.videos(config, rows)]
 
 
 def _videomme_rows() -> list[dict]:
@@ -89,17 +94,59 @@ def _nextqa_rows() -> list[dict]:
             for index in range(5)]
 
 
+def _longvideobench_rows() -> list[dict]:
+    """longvideobench/LongVideoBench, split validation: option0-4 ("N/A" when absent), the answer
+    their index (correct_choice); four options here, as many of its questions have."""
+    return [{"id": f"mini{index}", "video_id": f"minilvb{index % 2}", "video_path": f"minilvb{index % 2}.mp4",
+             "subtitle_path": f"minilvb{index % 2}_en.json", "duration": 30.0, "duration_group": (15, 60)[index % 2],
+             "starting_timestamp_for_subtitles": 0.0, "question": "How many objects are in the video?",
+             "question_wo_referring_query": "How many objects are in the video?", "question_category": ("S2E", "T3O")[index % 2],
+             "topic_category": "NP-News-Programs", "level": "L1-Perception", "correct_choice": index % 4,
+             **{f"option{option}": (f"{option + 1}" if option < 4 else "N/A") for option in range(5)}}
+            for index in range(4)]
+
+
+# lmms-eval's MVBench folders per sub-task (tasks/mvbench/utils.py DATA_LIST); each sub-task is a config
+MVBENCH_FOLDERS = {
+    "action_sequence": "star/Charades_segment", "action_prediction": "star/Charades_segment",
+    "action_antonym": "ssv2_video_mp4", "fine_grained_action": "Moments_in_Time_Raw/videos",
+    "unexpected_action": "FunQA_test/test", "object_existence": "clevrer/video_validation",
+    "object_interaction": "star/Charades_segment", "object_shuffle": "perception/videos",
+    "moving_direction": "clevrer/video_validation", "action_localization": "sta/sta_video_segment",
+    "scene_transition": "scene_qa/video", "action_count": "perception/videos", "moving_count": "clevrer/video_validation",
+    "moving_attribute": "clevrer/video_validation", "state_change": "perception/videos",
+    "fine_grained_pose": "nturgbd_convert", "character_order": "perception/videos", "egocentric_navigation": "vlnqa",
+    "episodic_reasoning": "tvqa/video_fps3_hq_segment", "counterfactual_inference": "clevrer/video_validation",
+}
+
+
+def _mvbench_tables() -> dict:
+    """OpenGVLab/MVBench (revision video), one config per sub-task, split train: candidates and the
+    answer as the right candidate's text."""
+    return {task: [{"video": f"mini_{task}.mp4", "question": "How many objects are in the video?",
+                    "candidates": ["1", "2", "3", "4"], "answer": str(1 + index % 4)}]
+            for index, task in enumerate(MVBENCH_FOLDERS)}
+
+
+def _single(rows: Callable[[], list[dict]], config: str | None = None) -> Callable[[], dict]:
+    return lambda: {config: rows()}
+
+
 BENCHMARKS = {
-    "videomme": MiniBenchmark("lmms-eval/Video-MME", None, "test", _videomme_rows,
-                              lambda rows: [f"videomme/data/{r['videoID']}.mp4" for r in rows]),
-    "mlvu": MiniBenchmark("sy1998/MLVU_dev", None, "test", _mlvu_rows,
-                          lambda rows: [f"mlvu/{r['video_name']}" for r in rows]),
-    "lvbench": MiniBenchmark("lmms-eval/LVBench", None, "train", _lvbench_rows,
-                             lambda rows: [f"lvbench/{r['video_path']}" for r in rows]),
-    "egoschema": MiniBenchmark("lmms-eval/egoschema", "Subset", "test", _egoschema_rows,
-                               lambda rows: [f"egoschema/videos/{r['video_idx']}.mp4" for r in rows]),
-    "nextqa": MiniBenchmark("lmms-eval/NExTQA", "MC", "test", _nextqa_rows,
-                            lambda rows: [f"nextqa/NExTVideo/{r['video']}.mp4" for r in rows]),
+    "videomme": MiniBenchmark("lmms-eval/Video-MME", "test", _single(_videomme_rows),
+                              lambda _, rows: [f"videomme/data/{r['videoID']}.mp4" for r in rows]),
+    "mlvu": MiniBenchmark("sy1998/MLVU_dev", "test", _single(_mlvu_rows),
+                          lambda _, rows: [f"mlvu/{r['video_name']}" for r in rows]),
+    "longvideobench": MiniBenchmark("longvideobench/LongVideoBench", "validation", _single(_longvideobench_rows),
+                                    lambda _, rows: [f"datasets/longvideobench/videos/{r['video_path']}" for r in rows]),
+    "egoschema": MiniBenchmark("lmms-eval/egoschema", "test", _single(_egoschema_rows, "Subset"),
+                               lambda _, rows: [f"egoschema/videos/{r['video_idx']}.mp4" for r in rows]),
+    "nextqa": MiniBenchmark("lmms-eval/NExTQA", "test", _single(_nextqa_rows, "MC"),
+                            lambda _, rows: [f"nextqa/NExTVideo/{r['video']}.mp4" for r in rows]),
+    "mvbench": MiniBenchmark("OpenGVLab/MVBench", "train", _mvbench_tables,
+                             lambda task, rows: [f"mvbench_video/{MVBENCH_FOLDERS[task]}/{r['video']}" for r in rows]),
+    "lvbench": MiniBenchmark("lmms-eval/LVBench", "train", _single(_lvbench_rows),
+                             lambda _, rows: [f"lvbench/{r['video_path']}" for r in rows]),
 }
 
 
@@ -135,9 +182,9 @@ def write(hf_home: str | Path, names: list[str] | None = None, seed: int = 0) ->
         if name not in BENCHMARKS:
             raise KeyError(f"no miniature of {name!r}; known: {', '.join(BENCHMARKS)}")
         spec = BENCHMARKS[name]
-        rows = spec.rows()
-        out[name] = write_arrow_cache(hf_home / "datasets", spec.repo, spec.config, spec.split, rows)
-        paths = list(dict.fromkeys(spec.videos(rows)))  # one clip per distinct video
+        for config, rows in spec.tables().items():
+            out[name] = write_arrow_cache(hf_home / "datasets", spec.repo, config, spec.split, rows).parents[2]
+        paths = list(dict.fromkeys(spec.video_paths()))  # one clip per distinct video
         scene, _ = sample(len(paths), CLIP_FRAMES, CLIP_SIZE, seed)
         for path, clip in zip(paths, render(scene, CLIP_FRAMES, CLIP_SIZE).numpy()):
             (hf_home / path).parent.mkdir(parents=True, exist_ok=True)

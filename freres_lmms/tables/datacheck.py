@@ -70,7 +70,38 @@ def missing_data(benchmark: DictConfig) -> list[str]:
             base = hf_home() if item.under == "HF_HOME" else Path(os.environ[item.under]) if item.under else ROOT
             if not (base / item.path).exists():
                 needs.append(f"{item.what or item.path} at {base / item.path}")
+    if not needs:  # every folder is there: is every video the split names?
+        video = missing_video(benchmark)
+        if video:
+            needs.append(video)
     return needs
+
+
+def missing_video(benchmark: DictConfig) -> str | None:
+    """The first video the prepared test split names that is not where lmms-eval's task looks for it,
+    for the benchmarks whose layout ``data.mini_benchmarks`` knows; None when all are there (or the
+    split itself is missing, which ``missing_data`` reports)."""
+    import datasets.config
+    from datasets import Dataset
+    from datasets.naming import camelcase_to_snakecase
+
+    from ..data.mini_benchmarks import BENCHMARKS
+
+    spec = BENCHMARKS.get(benchmark.name)
+    if spec is None:
+        return None
+    namespace, _, name = spec.repo.partition("/")
+    cache = Path(os.environ.get("HF_DATASETS_CACHE", datasets.config.HF_DATASETS_CACHE))
+    root = cache / f"{namespace}___{camelcase_to_snakecase(name)}"
+    for config in spec.tables():
+        files = sorted((root / (config or "default")).glob(f"*/*/*-{spec.split}*.arrow"))
+        if not files:
+            continue
+        rows = [row for file in files for row in Dataset.from_file(str(file)).to_list()]
+        for path in spec.videos(config, rows):
+            if not (hf_home() / path).exists():
+                return f"video {hf_home() / path} (named by {spec.repo}{f' {config}' if config else ''}, split {spec.split})"
+    return None
 
 
 def missing(cfg: DictConfig) -> list[str]:
