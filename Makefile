@@ -44,8 +44,8 @@ train-testbed: install ## train a testbed model on one GPU (8.6 min): make train
 testbed-table: install ## accuracy per question type, every method at 50/25/10% of tokens -> results/testbed.md (ARGS="--task long": + 5%, curves png)
 	$(BIN)/python scripts/testbed_table.py $(ARGS)
 
-ci-regression: install ## every method on the trained testbed vs results/regression/baseline.json (ARGS=--update to rewrite it)
-	$(BIN)/python -m freres_lmms regression $(ARGS)
+ci-regression: install ## every method on the testbed vs results/regression/baseline.json (ARGS=--update); benchmark=B model=M limit=N: a benchmark subset
+	$(BIN)/python -m freres_lmms regression $(if $(benchmark),benchmark=$(benchmark)) $(if $(model),model=$(model)) $(if $(limit),limit=$(limit)) $(ARGS)
 
 reproduce-table%: install ## regenerate a paper table: make reproduce-table2 [ARGS="model=tiny benchmark=synthetic"] -> results/tables/
 	$(BIN)/python scripts/reproduce_table.py table=$* $(ARGS)

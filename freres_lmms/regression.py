@@ -9,7 +9,9 @@ at most ``tolerance`` points (the runs are deterministic on one machine; the tol
 float differences across platforms: one flipped answer of 20 is 5 points). A method that breaks
 positions or keeps the wrong tokens moves accuracies by far more (``tests/test_regression.py``
 plants such methods and checks that this comparison fails). ``--update`` rewrites the baseline
-after an intended change; the diff of that file is then the review.
+after an intended change; the diff of that file is then the review. With Hydra-style arguments
+(``benchmark=videomme model=qwen2_vl_7b limit=50``) it checks a real benchmark's subset instead
+(``benchmark_regression``).
 """
 
 from __future__ import annotations
@@ -67,7 +69,12 @@ def compare(measured: dict, baseline: dict, tolerance: float = TOLERANCE) -> lis
     return problems
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else argv
+    if any("=" in arg and not arg.startswith("-") for arg in argv):  # benchmark=... model=... limit=N
+        from .benchmark_regression import main as benchmark_main
+
+        return benchmark_main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update", action="store_true", help="write the measured numbers as the new baseline")
     parser.add_argument("--limit", type=int, default=LIMIT)

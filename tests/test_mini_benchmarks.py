@@ -80,3 +80,40 @@ def test_data_check_accepts_the_layout_and_names_what_is_removed(name, mini_home
 def test_unknown_miniature_is_refused(tmp_path):
     with pytest.raises(KeyError, match="no miniature of 'nope'"):
         mini_benchmarks.write(tmp_path, ["nope"])
+
+
+def test_benchmark_regression_against_the_stored_baseline(mini_home):
+    """The issue's command on the miniature Video-MME: every method against
+    results/regression/videomme-tiny_qwen2vl.json (token counts exact, metrics within its tolerance)."""
+    done = subprocess.run(["make", "ci-regression", "benchmark=videomme", "model=tiny_qwen2vl", "limit=4"], cwd=ROOT,
+                          env=offline_env(mini_home), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    assert "regression check passed: 13 checks" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model=tiny_qwen2vl", "limit=4"], "benchmark=<name> is required"),
+    (["benchmark=videomme", "model=tiny_qwen2vl", "limit=0"], "limit must be a positive int"),
+    (["benchmark=videomme", "model=tiny_qwen2vl", "limit=4", "baseline=/nonexistent.json"], "no baseline at"),
+    (["benchmark=videomme", "model=tiny_qwen2vl", "limit=4"], "cannot run here; needs: "),
+    (["benchmark=nope", "limit=4"], "cannot compose"),
+])
+def test_benchmark_regression_refuses_before_any_work(args, message, tmp_path):
+    env = offline_env(tmp_path)  # an empty HF_HOME: no data
+    done = subprocess.run([sys.executable, "-m", "freres_lmms", "regression", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+
+
+def test_benchmark_regression_names_every_difference():
+    from freres_lmms.benchmark_regression import compare
+
+    row = {"metrics": {"overall": 50.0}, "visual_tokens": 256.0, "samples": 4, "errors": 0}
+    baseline = {"tolerance": 5.0, "checks": {"uniform/budget=0.5": row}}
+    assert compare({"uniform/budget=0.5": row}, baseline) == []
+    assert compare({"uniform/budget=0.5": {**row, "metrics": {"overall": 54.0}}}, baseline) == []
+    moved = compare({"uniform/budget=0.5": {**row, "metrics": {"overall": 56.0}, "visual_tokens": 255.0},
+                     "freres/budget=0.5": row}, baseline)
+    assert any("visual tokens 255.0 != baseline 256.0" in p for p in moved)
+    assert any("overall 56.0 vs baseline 50.0 (tolerance 5)" in p for p in moved)
+    assert any(p.startswith("freres/budget=0.5: not in the baseline") for p in moved)
