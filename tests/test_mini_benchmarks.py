@@ -117,3 +117,27 @@ def test_benchmark_regression_names_every_difference():
     assert any("visual tokens 255.0 != baseline 256.0" in p for p in moved)
     assert any("overall 56.0 vs baseline 50.0 (tolerance 5)" in p for p in moved)
     assert any(p.startswith("freres/budget=0.5: not in the baseline") for p in moved)
+
+
+def test_benchmark_frame_counts_are_lmms_evals_qwen_defaults():
+    """conf/benchmark's frame counts say they are lmms-eval's Qwen wrappers' default: check that default."""
+    import inspect
+
+    from lmms_eval.models.simple.qwen2_5_vl import Qwen2_5_VL
+    from lmms_eval.models.simple.qwen2_vl import Qwen2_VL
+    from lmms_eval.models.simple.qwen3_vl import Qwen3_VL
+
+    defaults = {inspect.signature(cls.__init__).parameters["max_num_frames"].default for cls in (Qwen2_VL, Qwen2_5_VL, Qwen3_VL)}
+    for name in [*mini_benchmarks.BENCHMARKS, "activitynetqa"]:
+        frames = compose(["experiment=adaretake_t4/qwen2_vl_7b", f"benchmark={name}"]).benchmark.frames
+        assert {frames} == ({16} if name == "mvbench" else defaults), name  # MVBench's protocol is 16 frames
+
+
+def test_judged_benchmark_is_a_clear_not_run_row(tmp_path, monkeypatch):
+    """ActivityNet-QA scores with a GPT judge: no miniature; the data check names the judge."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for key in ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE"):
+        monkeypatch.setenv(key, str(tmp_path / key))
+    assert "activitynetqa" not in mini_benchmarks.BENCHMARKS
+    needs = datacheck.missing(compose(["experiment=adaretake_t4/qwen2_vl_7b", "benchmark=activitynetqa"]))
+    assert any("GPT judge" in n and "OPENAI_API_KEY" in n for n in needs)
