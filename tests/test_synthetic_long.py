@@ -1,5 +1,5 @@
-"""The long-clip task (freres_synthetic_long): balanced splits, answers that the pixels show, training
-inputs equal to the processor's, and the lmms-eval task end to end through a wrapper."""
+"""The long-clip task (freres_synthetic_long): balanced splits, answers that the pixels show, and the
+lmms-eval task end to end through a wrapper (its training inputs: tests/test_training.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from freres_lmms.data.synthetic import COLOURS, LETTERS, QUADRANTS, generate, prompt_text
+from freres_lmms.data.synthetic import COLOURS, LETTERS, QUADRANTS
 from freres_lmms.data.synthetic_long import (
     CENTRE,
     CORNER_A,
@@ -27,6 +27,7 @@ from freres_lmms.data.synthetic_long import (
     SMALL_FRAMES,
     SLOTS,
     LongScene,
+    ask_long,
     extra_long_questions,
     render_long,
     sample_long,
@@ -112,12 +113,10 @@ def test_clips_show_what_the_answers_say():
 def test_extra_questions_are_answered_by_the_same_clip():
     frames, size = 64, 112
     scene, questions = sample_long(60, frames, size, seed=8)
+    again = sample_long(60, frames, size, seed=8)[0]  # the same draw answers the same way
     for turn in extra_long_questions(scene, questions, 4, frames, size, seed=9):
         asks_where = turn.qtype == LONG_QTYPES.index("small_where")
         assert bool((scene.active[asks_where, SMALL0:].sum(1) == 1).all())  # only when one small object appears
-        again = sample_long(60, frames, size, seed=8)[0]  # the same draw answers the same way
-        from freres_lmms.data.synthetic_long import ask_long
-
         assert torch.equal(ask_long(again, turn.qtype, frames, size).answer, turn.answer)
 
 
@@ -127,27 +126,6 @@ def test_clip_lengths():
     scene, _ = sample_long(1, frames=512, size=56, seed=1)
     assert render_long(scene, 512, 56).shape == (1, 512, 56, 56, 3)
     assert int(scene.appear[0, FLASH]) < 512 and int(scene.change_frames[0, CENTRE].min()) >= 64
-
-
-def test_training_inputs_equal_the_processor():
-    """The long task's batches (Qwen3-VL: a timestamp per slice) equal the processor on the same clips."""
-    from freres_lmms.data.checkpoints import build_processor
-    from freres_lmms.data.tokenizer import train_tokenizer
-    from freres_lmms.data.training import SyntheticBatches
-
-    processor = build_processor("qwen3vl", train_tokenizer())
-    batches = SyntheticBatches(processor, frames=48, size=224, fps=8.0, task="long")
-    scene, questions = batches.draw(3, seed=3)
-    ours = batches.inputs(scene, questions, with_answers=False)
-    texts = [processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt_text(d["question"], d["options"])}]}],
-        tokenize=False, add_generation_prompt=True) for d in docs_of(questions)]
-    processor.tokenizer.padding_side = "right"
-    metadata = {"fps": 8.0, "frames_indices": list(range(48)), "total_num_frames": 48}
-    reference = processor(text=texts, videos=[v.permute(0, 3, 1, 2) for v in render_long(scene, 48, 224)],
-                          video_metadata=[metadata] * 3, padding=True, return_tensors="pt")
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw"):
-        assert torch.equal(ours[key], reference[key].to(ours[key].dtype)), key
 
 
 @pytest.fixture(scope="module")

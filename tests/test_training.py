@@ -10,6 +10,7 @@ import torch
 
 from freres_lmms.data.checkpoints import TinySize, build_processor, new_checkpoint
 from freres_lmms.data.synthetic import prompt_text, render
+from freres_lmms.data.tasks import TASKS
 from freres_lmms.data.tokenizer import train_tokenizer
 from freres_lmms.data.training import SyntheticBatches, answer_accuracy, chroma_subsample, use_packed_vision_attention
 
@@ -19,19 +20,22 @@ SMALL = TinySize(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vis
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_inputs_equal_the_processor(family):
+@pytest.mark.parametrize("family, task, frames", [("qwen2vl", "short", 8), ("qwen3vl", "short", 8), ("qwen3vl", "long", 48)])
+def test_inputs_equal_the_processor(family, task, frames):
+    """Batches built on tensors equal the processor on the same clips (long: 24 slices, a Qwen3-VL
+    timestamp each)."""
+    spec = TASKS[task]
     processor = build_processor(family, train_tokenizer())
-    batches = SyntheticBatches(processor, frames=8, size=224, fps=4.0)
-    scene, questions = batches.draw(7, seed=3)
+    batches = SyntheticBatches(processor, frames=frames, size=224, fps=4.0, task=task)
+    scene, questions = batches.draw(7 if task == "short" else 3, seed=3)
     ours = batches.inputs(scene, questions, with_answers=False)
     texts = [processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt_text(d["question"], d["options"])}]}],
-        tokenize=False, add_generation_prompt=True) for d in questions.docs("x")]
+        tokenize=False, add_generation_prompt=True) for d in questions.docs("x", qtypes=spec.qtypes, phrases=spec.phrases)]
     processor.tokenizer.padding_side = "right"
-    metadata = {"fps": 4.0, "frames_indices": list(range(8)), "total_num_frames": 8}
-    reference = processor(text=texts, videos=[v.permute(0, 3, 1, 2) for v in render(scene, 8, 224)],
-                          video_metadata=[metadata] * 7, padding=True, return_tensors="pt")
+    metadata = {"fps": 4.0, "frames_indices": list(range(frames)), "total_num_frames": frames}
+    reference = processor(text=texts, videos=[v.permute(0, 3, 1, 2) for v in spec.render(scene, frames, 224)],
+                          video_metadata=[metadata] * len(texts), padding=True, return_tensors="pt")
     for key in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw"):
         assert torch.equal(ours[key], reference[key].to(ours[key].dtype)), key
     torch.testing.assert_close(ours["pixel_values_videos"], reference["pixel_values_videos"], atol=1e-5, rtol=0)

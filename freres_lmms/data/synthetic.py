@@ -328,8 +328,16 @@ def ask(scene: Scene, qtype: torch.Tensor, frames: int, size: int) -> Questions:
                     torch.tensor([O_COLOUR, O_COLOUR + 1, O_COLOUR + 2, O_NONE], device=device).expand(n, 4), changed_answer),
         "destination": (Q_DESTINATION + objects[:, 0], O_QUADRANT + fixed, destination),
     }
-    question, options, answer = cases["count"]
-    for index, name in enumerate(QTYPES):
+    return pick_questions(qtype, cases, QTYPES)
+
+
+def pick_questions(qtype: torch.Tensor, cases: dict, names: tuple) -> Questions:
+    """Each sample's question, options and answer from the case of its type (``names[qtype]``);
+    ``cases[name]`` holds [N] (or one int), [N, 4] and [N] tensors, computed for all samples."""
+    question = torch.zeros_like(qtype)
+    options = torch.zeros(len(qtype), 4, dtype=torch.long, device=qtype.device)
+    answer = torch.zeros_like(qtype)
+    for index, name in enumerate(names):  # a handful of types, each batched
         mask = qtype == index
         q, opts, ans = cases[name]
         question = torch.where(mask, q, question)

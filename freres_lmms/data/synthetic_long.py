@@ -35,6 +35,7 @@ from .synthetic import (
     SHAPES,
     Questions,
     _Draw,
+    pick_questions,
     _TensorFields,
     composite,
     shape_masks,
@@ -113,7 +114,7 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
         raise ValueError(f"long clips have 48 to {MAX_LONG_FRAMES} frames, got {frames}")
     draw = _Draw(seed, device)
     qtype = (torch.arange(n, device=device) + first) % len(LONG_QTYPES)
-    k, rows = SLOTS, torch.arange(n, device=device)
+    k = SLOTS
     centre_xy = torch.full((n, 2), size / 2, device=device)
 
     # every answer first, uniform over its four options; the scene is built to show it
@@ -233,15 +234,7 @@ def ask_long(scene: LongScene, qtype: torch.Tensor, frames: int, size: int) -> Q
         "small_where": (_Q0 + 4, quadrants, small_where),
         "when_flash": (_Q0 + 5, quadrants, mover_quadrant),
     }
-    question = torch.full((n,), _Q0, device=device)
-    options, answer = cases["flash"][1].clone(), torch.zeros(n, dtype=torch.long, device=device)
-    for index, name in enumerate(LONG_QTYPES):  # six types, each batched
-        mask = qtype == index
-        q, opts, ans = cases[name]
-        question = torch.where(mask, q, question)
-        options = torch.where(mask[:, None], opts, options)
-        answer = torch.where(mask, ans, answer)
-    return Questions(qtype, question, options, answer)
+    return pick_questions(qtype, cases, LONG_QTYPES)
 
 
 def _mover_at(scene: LongScene, frame: torch.Tensor) -> torch.Tensor:
