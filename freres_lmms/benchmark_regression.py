@@ -8,7 +8,8 @@ Hydra overrides of the primary config (``conf/freres.yaml``: ``benchmark``, ``mo
 ``limit``, ``methods`` (default: ``full`` and every registered method), ``budgets`` (0.5, 0.25),
 ``update`` and ``baseline`` (default ``results/regression/<benchmark>-<model>.json``). Weights and
 data are checked before any work (exit 2 naming what is missing). Each check is one lmms-eval run
-through our wrapper (``tables.runner.evaluate_row``); it compares the benchmark's metrics
+through our wrapper (``tables.runner.evaluate_row``), its results and samples kept under
+``outputs/regression/<benchmark>-<model>/``; it compares the benchmark's metrics
 (``conf/benchmark``) within the baseline file's ``tolerance`` and the mean visual tokens exactly.
 ``update=true`` writes the baseline (with its tolerance) instead; its diff is the review.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from .config import ConfigError, compose, override_value
@@ -50,16 +50,17 @@ def check_key(method: str, knobs: dict) -> str:
     return "/".join([method] + [f"{k}={v}" for k, v in sorted(knobs.items())])
 
 
-def measure(cfg, checks: list[tuple[str, dict]]) -> dict:
-    """One lmms-eval run per check on ``cfg``'s benchmark and model: its metrics and mean visual tokens."""
+def measure(cfg, checks: list[tuple[str, dict]], folder: Path) -> dict:
+    """One lmms-eval run per check on ``cfg``'s benchmark and model: its metrics and mean visual tokens.
+    Each run's results and samples stay in ``folder/<check>/`` (what to read when a check fails)."""
     from .tables.runner import ModelCache, evaluate_row
 
     models, out = ModelCache(), {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for index, (method, knobs) in enumerate(checks):
-            row = evaluate_row(cfg, method, knobs, Path(scratch) / str(index), models)
-            out[check_key(method, knobs)] = {"metrics": row["metrics"], "visual_tokens": row["measured_tokens"],
-                                             "samples": row["samples"], "errors": row["errors"]}
+    for method, knobs in checks:
+        name = check_key(method, knobs)
+        row = evaluate_row(cfg, method, knobs, folder / name.replace("/", "_"), models)
+        out[name] = {"metrics": row["metrics"], "visual_tokens": row["measured_tokens"],
+                     "samples": row["samples"], "errors": row["errors"]}
     return out
 
 
@@ -102,7 +103,9 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    measured = measure(cfg, checks)
+    folder = ROOT / "outputs" / "regression" / f"{cfg.benchmark.name}-{cfg.model.name}"
+    measured = measure(cfg, checks, folder)
+    print(f"runs' results and samples: {folder}")
     if update:
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"benchmark": cfg.benchmark.name, "model": cfg.model.name, "pretrained": cfg.model.pretrained,

@@ -89,6 +89,8 @@ def test_benchmark_regression_against_the_stored_baseline(mini_home):
                           env=offline_env(mini_home), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
     assert "regression check passed: 13 checks" in done.stdout
+    kept = ROOT / "outputs" / "regression" / "videomme-tiny_qwen2vl"
+    assert len((kept / "uniform_budget=0.5" / "samples.jsonl").read_text().splitlines()) == 4
 
 
 @pytest.mark.parametrize("args, message", [
