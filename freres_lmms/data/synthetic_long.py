@@ -102,6 +102,11 @@ class LongScene(_TensorFields):
     flash_frame: torch.Tensor  # long [N] first of the 2 frames with a lighter background
 
 
+def colour_ids(names, device) -> torch.Tensor:
+    """Indices into COLOURS of colour names: long [len(names)]."""
+    return torch.tensor([COLOUR_INDEX[c] for c in names], device=device)
+
+
 def quadrant_of(x: torch.Tensor, y: torch.Tensor, size: int) -> torch.Tensor:
     """Index into QUADRANTS of points (2 * row + column)."""
     return 2 * (y >= size / 2).long() + (x >= size / 2).long()
@@ -139,7 +144,8 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
     start[:, CENTRE] = centre_xy
     steps = 1 + draw.integers(0, 3, (n, 3))
     sequence = (draw.integers(0, 4, (n, 1)) + torch.cat([torch.zeros_like(steps[:, :1]), steps.cumsum(1)], 1)) % 4
-    colours[:, CENTRE] = torch.tensor([COLOUR_INDEX[c] for c in CORNER_COLOURS], device=device)[sequence]
+    corner_colours = colour_ids(CORNER_COLOURS, device)
+    colours[:, CENTRE] = corner_colours[sequence]
     # the first `changes` of three sorted slots, the rest never (sorting keeps them in order)
     picked = draw.permutation(n, CHANGE_SLOTS - 1)[:, :3] + 1
     picked = torch.where(torch.arange(3, device=device)[None] < changes[:, None], picked, CHANGE_SLOTS * 2)
@@ -153,7 +159,6 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
     corner_xy = torch.stack([corners % 2, corners // 2], -1).float() * (size - 2 * inset) + inset
     start[:, CORNER_A:CORNER_B + 1] = corner_xy
     other = (first_colour + 1 + draw.integers(0, 3, (n,))) % 4
-    corner_colours = torch.tensor([COLOUR_INDEX[c] for c in CORNER_COLOURS], device=device)
     early_slot = draw.integers(0, 2, (n,))  # which of the two corner slots appears first
     early_at = draw.integers(0, frames // 3, (n,))
     late_at = draw.integers(2 * frames // 3, frames - frames // 8, (n,))
@@ -183,7 +188,7 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
     duration = 2 + draw.integers(0, 3, (n,))
     flash_at = draw.integers(4, frames - 8, (n,))
     start[:, FLASH] = draw.uniform(size * 0.15, size * 0.85, (n, 2))
-    colours[:, FLASH] = torch.tensor([COLOUR_INDEX[c] for c in FLASH_COLOURS] + [0], device=device)[flash_answer][:, None]
+    colours[:, FLASH] = colour_ids([*FLASH_COLOURS, "red"], device)[flash_answer][:, None]  # none: slot inactive
     appear[:, FLASH], vanish[:, FLASH] = flash_at, flash_at + duration
 
     # small objects: 1-4 in distinct quadrants, away from the centre object, together for 16 frames
@@ -202,7 +207,7 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
     return scene, ask_long(scene, qtype, frames, size)
 
 
-def mover_centre(scene: LongScene, t: torch.Tensor) -> torch.Tensor:
+def object_centres(scene: LongScene, t: torch.Tensor) -> torch.Tensor:
     """Object centres at frames ``t`` (float [T]): [N, K, T, 2]."""
     angle = scene.orbit_phase[..., None] + scene.orbit_speed[..., None] * t
     circle = torch.stack([angle.cos(), angle.sin()], -1) * scene.orbit_radius[..., None, None]
@@ -215,12 +220,10 @@ def ask_long(scene: LongScene, qtype: torch.Tensor, frames: int, size: int) -> Q
     device, rows = qtype.device, torch.arange(n, device=qtype.device)
     fixed = torch.arange(4, device=device).expand(n, 4)
     flash_colour = scene.colours[:, FLASH, 0]
-    flash_answer = torch.where(scene.active[:, FLASH], (flash_colour[:, None] == torch.tensor(
-        [COLOUR_INDEX[c] for c in FLASH_COLOURS], device=device)).long().argmax(1), 3)
+    flash_answer = torch.where(scene.active[:, FLASH], (flash_colour[:, None] == colour_ids(FLASH_COLOURS, device)).long().argmax(1), 3)
     changes = (scene.change_frames[:, CENTRE] < frames).sum(1)
     early = torch.where(scene.appear[:, CORNER_A] <= scene.appear[:, CORNER_B], CORNER_A, CORNER_B)
-    first_colour = (scene.colours[rows, early, 0][:, None] == torch.tensor(
-        [COLOUR_INDEX[c] for c in CORNER_COLOURS], device=device)).long().argmax(1)
+    first_colour = (scene.colours[rows, early, 0][:, None] == colour_ids(CORNER_COLOURS, device)).long().argmax(1)
     small_count = scene.active[:, SMALL0:].sum(1)
     small_where = quadrant_of(scene.start[:, SMALL0, 0], scene.start[:, SMALL0, 1], size)
     at_flash = _mover_at(scene, scene.flash_frame)
@@ -262,7 +265,7 @@ def render_long(scene: LongScene, frames: int, size: int) -> torch.Tensor:
     """Draw every clip: uint8 [N, T, size, size, 3], batched over clips, objects and frames."""
     device = scene.start.device
     t = torch.arange(frames, device=device, dtype=torch.float32)
-    centre = mover_centre(scene, t)  # [N,K,T,2]
+    centre = object_centres(scene, t)  # [N,K,T,2]
     axis = torch.arange(size, device=device, dtype=torch.float32) + 0.5
     dx = axis[None, None, None, None, :] - centre[..., 0, None, None]
     dy = axis[None, None, None, :, None] - centre[..., 1, None, None]
