@@ -47,10 +47,12 @@ class TrainConfig:
     frames: int = 16
     size: int = 224
     fps: int = 8
-    # long clips: the first `warm_share` of the schedule on clips of `warm_frames` (cheaper steps to
-    # learn what the objects are); null: none
-    warm_frames: int | None = None
-    warm_share: float = 0.0
+    # long clips: over the first `curriculum_share` of the schedule the needles shrink from large and
+    # lasting (the generator's ease=1) to the task's (ease=0); 0: none
+    curriculum_share: float = 0.0
+    # train on clips of `train_frames` (cheaper steps) with the question placed where it follows a
+    # `frames` clip (Qwen's text positions follow the clip's last slice); validation and test on `frames`
+    train_frames: int | None = None
     chroma: float = 0.5  # share of videos with simulated 4:2:0 chroma, as H.264 files carry
     extra_questions: int = 5  # more chat turns per video (other valid questions): answers per vision pass
     # the schedule: warmup, then cosine until `steps` or `max_minutes`, whichever comes first
@@ -108,10 +110,10 @@ def main(cfg: TrainConfig) -> None:
     params = sum(p.numel() for p in model.parameters())
     batches = SyntheticBatches(processor, cfg.frames, cfg.size, cfg.fps, device, chroma=cfg.chroma, task=cfg.task)
     batches.precompute_positions(model)
-    warm = None
-    if cfg.warm_frames and cfg.warm_share > 0:
-        warm = SyntheticBatches(processor, cfg.warm_frames, cfg.size, cfg.fps, device, chroma=cfg.chroma, task=cfg.task)
-        warm.precompute_positions(model)
+    train_batches = batches
+    if cfg.train_frames and cfg.train_frames != cfg.frames:
+        train_batches = SyntheticBatches(processor, cfg.train_frames, cfg.size, cfg.fps, device, chroma=cfg.chroma, task=cfg.task)
+        train_batches.precompute_positions(model, text_start=batches.text_start)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
@@ -150,11 +152,11 @@ def main(cfg: TrainConfig) -> None:
         if earlier["steps"] + step >= 1_000_000:
             raise RuntimeError("train seeds would reach the validation split's")
         seed = SPLIT_SEEDS["train"] + 1_000 * cfg.seed + earlier["steps"] + step  # a new draw in every segment
-        source = warm if warm is not None and progress < cfg.warm_share else batches
-        scene, questions = source.draw(cfg.batch_size, seed, first=step)
-        extra = source.extra(scene, questions, cfg.extra_questions, seed=10**8 + seed)
+        ease = max(0.0, 1.0 - progress / cfg.curriculum_share) if cfg.curriculum_share > 0 else 0.0
+        scene, questions = train_batches.draw(cfg.batch_size, seed, first=step, ease=ease)
+        extra = train_batches.extra(scene, questions, cfg.extra_questions, seed=10**8 + seed)
         with autocast:
-            loss = model(**source.inputs(scene, questions, generator, extra=extra)).loss
+            loss = model(**train_batches.inputs(scene, questions, generator, extra=extra)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -163,7 +165,7 @@ def main(cfg: TrainConfig) -> None:
         running += loss.item() if step % cfg.log_every == 0 else 0.0
         if step % cfg.log_every == 0:
             elapsed = time.perf_counter() - started
-            log({"step": step, "loss": round(loss.item(), 4), "lr": optimizer.param_groups[0]["lr"],
+            log({"step": step, "loss": round(loss.item(), 4), "lr": optimizer.param_groups[0]["lr"], "ease": round(ease, 3),
                  "seconds": round(elapsed, 1), "steps_per_second": round(step / elapsed, 2)})
         if step % cfg.eval_every == 0:
             log({"step": step, "validation": evaluate(valid)})
@@ -183,11 +185,13 @@ def main(cfg: TrainConfig) -> None:
     (out / "train_config.yaml").write_text(OmegaConf.to_yaml(cfg))
     # The test split drawn on the CPU, as the task's files are (a larger draw of the same seed), on the
     # bf16 weights just saved.
+    test_started = time.perf_counter()
     test_split = batches.draw(cfg.test_samples, SPLIT_SEEDS["test"], on_cpu=True)
     with torch.no_grad():
         test = per_type(answer_accuracy(trained, batches, *test_split, chunk=cfg.eval_chunk), test_split[1].qtype,
                         batches.task.qtypes)
     log({"step": step, "test": test, "train_seconds": round(train_seconds, 1),
+         "test_seconds": round(time.perf_counter() - test_started, 1),
          "total_steps": earlier["steps"] + step, "total_minutes": round(earlier["train_minutes"] + train_seconds / 60, 2)})
     log_file.close()
     save_checkpoint(trained, processor, out, {**info, "test_accuracy_first_token": test, "test_samples": cfg.test_samples})

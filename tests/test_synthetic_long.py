@@ -19,6 +19,8 @@ from freres_lmms.data.synthetic_long import (
     CORNER_B,
     FLASH,
     FLASH_BACKGROUND,
+    FLASH_COLOURS,
+    LONG_COLOURS,
     LONG_PHRASES,
     LONG_QTYPES,
     LONG_QUESTION_TYPES,
@@ -35,7 +37,7 @@ from freres_lmms.data.synthetic_long import (
 from freres_lmms.data.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
-PALETTE = {tuple(rgb): name for name, rgb in COLOURS.items()}
+PALETTE = {tuple(rgb): name for name, rgb in LONG_COLOURS.items()}
 
 
 def docs_of(questions):
@@ -62,9 +64,13 @@ def test_answers_uniform_and_one_option_list_per_type():
     assert set(LONG_QUESTION_TYPES.values()) == {"brief", "spread", "detail", "mixed"}
 
 
-def test_clips_show_what_the_answers_say():
+@pytest.mark.parametrize("ease", [0.0, 1.0])  # the task's clips, and the training curriculum's easiest
+def test_clips_show_what_the_answers_say(ease):
     frames, size = 64, 112
-    scene, questions = sample_long(6 * 16, frames, size, seed=5)
+    scene, questions = sample_long(6 * 16, frames, size, seed=5, ease=ease)
+    brief, small_frames, lit_frames = (2, 4), SMALL_FRAMES, 2
+    if ease:  # a third of the clip more for the brief and the small objects, a sixth for the flash
+        brief, small_frames, lit_frames = (2 + 22, 4 + 22), SMALL_FRAMES + 22, 2 + 11
     video = torch.cat([render_long(scene.map(lambda v: v[lo:lo + 12]), frames, size) for lo in range(0, 96, 12)])
     seen = {name: set() for name in LONG_QTYPES}
     background = torch.tensor([30, 30, 36], dtype=torch.uint8)
@@ -72,7 +78,7 @@ def test_clips_show_what_the_answers_say():
         answer = doc["options"][LETTERS.index(doc["answer"])]
         seen[doc["qtype"]].add(answer)
         lit = (video[i, :, 0, 0] == torch.tensor(FLASH_BACKGROUND, dtype=torch.uint8)).all(-1)
-        assert int(lit.sum()) == 2  # the background flash: two frames
+        assert int(lit.sum()) == lit_frames  # the background flash: two frames
         if doc["qtype"] == "flash":  # the brief object: 2-4 frames of one colour, or none at all
             clip = render_long(alone(scene, i, [FLASH]), frames, size)[0]
             shown = ((clip != background) & (clip != torch.tensor(FLASH_BACKGROUND, dtype=torch.uint8))).any(-1)
@@ -80,11 +86,11 @@ def test_clips_show_what_the_answers_say():
             if answer == "none":
                 assert not bool(on.any())
             else:
-                assert 2 <= int(on.sum()) <= 4 and {PALETTE[tuple(c)] for c in clip[on][shown[on]].tolist()} == {answer}
+                assert brief[0] <= int(on.sum()) <= brief[1] and {PALETTE[tuple(c)] for c in clip[on][shown[on]].tolist()} == {answer}
         if doc["qtype"] == "changes":  # runs of colour at the centre pixel
             centre = video[i, :, size // 2, size // 2].tolist()
-            runs = 1 + sum(a != b for a, b in zip(centre, centre[1:]))
-            assert runs - 1 == int(answer)
+            runs = [c for j, c in enumerate(centre) if j == 0 or c != centre[j - 1]]
+            assert len(runs) - 1 == int(answer) and len(set(map(tuple, runs))) == len(runs)  # no colour comes back
         if doc["qtype"] == "first":  # the first corner object seen has the answer's colour
             clip = render_long(alone(scene, i, [CORNER_A, CORNER_B]), frames, size)[0]
             shown = (clip != background).any(-1) & ~lit[:, None, None]
@@ -94,7 +100,7 @@ def test_clips_show_what_the_answers_say():
             clip = render_long(alone(scene, i, range(SMALL0, SLOTS)), frames, size)[0]
             shown = (clip == torch.tensor(COLOURS["purple"], dtype=torch.uint8)).all(-1)
             on = shown.flatten(1).any(1).nonzero().flatten()
-            assert len(on) == SMALL_FRAMES
+            assert len(on) == small_frames
             ys, xs = shown[on[0]].nonzero(as_tuple=True)
             quadrants = {QUADRANTS[2 * int(y >= size / 2) + int(x >= size / 2)] for y, x in zip(ys.tolist(), xs.tolist())}
             if doc["qtype"] == "small_count":
@@ -108,16 +114,37 @@ def test_clips_show_what_the_answers_say():
             y, x = ys.float().mean(), xs.float().mean()
             assert QUADRANTS[2 * int(y >= size / 2) + int(x >= size / 2)] == answer
     assert all(len(answers) == 4 for answers in seen.values()), seen  # every answer of every type was checked
+    # the brief object's colours are its own: no other object of any clip shows them
+    others = render_long(LongScene(**{**vars(scene), "active": scene.active.index_fill(1, torch.tensor([FLASH]), False)}),
+                         frames, size)
+    flash_rgb = torch.tensor([LONG_COLOURS[c] for c in FLASH_COLOURS], dtype=torch.uint8)
+    assert not bool((others[..., None, :] == flash_rgb).all(-1).any())
 
 
 def test_extra_questions_are_answered_by_the_same_clip():
     frames, size = 64, 112
     scene, questions = sample_long(60, frames, size, seed=8)
     again = sample_long(60, frames, size, seed=8)[0]  # the same draw answers the same way
-    for turn in extra_long_questions(scene, questions, 4, frames, size, seed=9):
+    turns = extra_long_questions(scene, questions, 4, frames, size, seed=9)
+    for turn in turns:
         asks_where = turn.qtype == LONG_QTYPES.index("small_where")
         assert bool((scene.active[asks_where, SMALL0:].sum(1) == 1).all())  # only when one small object appears
         assert torch.equal(ask_long(again, turn.qtype, frames, size).answer, turn.answer)
+    # no type twice in one conversation: a repeated question is answered by copying, not by looking
+    asked = torch.stack([questions.qtype] + [turn.qtype for turn in turns], 1)
+    assert bool((asked.sort(1).values.diff(dim=1) > 0).all())
+    with pytest.raises(ValueError, match="4 more distinct questions"):
+        extra_long_questions(scene, questions, 5, frames, size, seed=9)
+
+
+def test_ease_scales_the_needles_and_keeps_the_draws():
+    task = sample_long(12, 128, 112, seed=4)
+    easy = sample_long(12, 128, 112, seed=4, ease=1.0)
+    assert torch.equal(task[1].answer, easy[1].answer) and torch.equal(task[0].colours, easy[0].colours)
+    assert bool((easy[0].vanish - easy[0].appear)[:, FLASH].min() >= 2 + 45)  # a third of 128 frames more
+    assert bool((task[0].vanish - task[0].appear)[:, FLASH].max() <= 4) and int(easy[0].lit_frames[0]) == 2 + 21
+    with pytest.raises(ValueError, match="ease"):
+        sample_long(2, ease=1.5)
 
 
 def test_clip_lengths():

@@ -102,6 +102,28 @@ def test_training_shortcuts_change_no_logit(family):
     assert answer_accuracy(model, batches, scene, questions).shape == (5,)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_short_training_clips_place_the_text_as_after_the_long_clip(family):
+    """Training on 48-frame clips for the 128-frame task: the question's positions equal a 128-frame
+    clip's, the video block's stay the 48-frame clip's own (the processor's). Qwen3-VL's text after
+    the video moves with the clip (a timestamp per slice); Qwen2-VL's follows the grid's h, w only."""
+    model, processor = new_checkpoint(family, size=SMALL)
+    long, short = (SyntheticBatches(processor, frames=f, size=224, task="long") for f in (128, 48))
+    long.precompute_positions(model)
+    natural = SyntheticBatches(processor, frames=48, size=224, task="long")
+    natural.precompute_positions(model)
+    short.precompute_positions(model, text_start=long.text_start)
+    assert short.text_start == long.text_start
+    assert (long.text_start > natural.text_start) == (family == "qwen3vl")
+    scene, questions = short.draw(2, seed=3)
+    placed, own = (b.inputs(scene, questions, with_answers=False)["position_ids"] for b in (short, natural))
+    video = len(short.prefix)
+    assert torch.equal(placed[:, :, :video], own[:, :, :video])
+    assert torch.equal(placed[1:, :, video:], own[1:, :, video:] + long.text_start - natural.text_start)
+    with pytest.raises(ValueError, match="inside the video block"):
+        long.precompute_positions(model, text_start=natural.text_start - 1)
+
+
 def test_chroma_subsample_keeps_flat_colours():
     flat = torch.full((1, 2, 4, 4, 3), 120, dtype=torch.uint8)
     flat[..., 0] = 200
@@ -180,3 +202,21 @@ def test_testbed_presets_compose(testbed, theta, section):
     assert cfg.family == testbed and cfg.out == f"outputs/testbed/testbed-{testbed}"
     assert cfg.model.rope_theta == theta and cfg.model.mrope_section == section
     assert cfg.model.hidden == 256 and cfg.model.deepstack == [1, 2]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_long_testbed_presets_compose(family):
+    """The long recipe: from the short testbed, 48-frame steps for the 128-frame task, eased needles,
+    each other question type once per clip (as many as every clip answers)."""
+    from hydra import compose, initialize_config_dir
+
+    from freres_lmms.data.synthetic_long import EXTRA_TURNS
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_testbed  # noqa: F401  (registers the schema)
+
+    with initialize_config_dir(config_dir=str(ROOT / "freres_lmms" / "conf"), version_base=None):
+        cfg = compose("train_testbed", overrides=[f"testbed=long_{family}"])
+    assert (cfg.task, cfg.frames, cfg.train_frames, cfg.extra_questions) == ("long", 128, 48, EXTRA_TURNS)
+    assert (ROOT / cfg.init_from / "config.json").is_file() and cfg.init_from.endswith(f"testbed-{family}")
+    assert 0 < cfg.curriculum_share < 1 and cfg.out == f"outputs/testbed/testbed-long-{family}"

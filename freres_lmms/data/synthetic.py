@@ -379,13 +379,14 @@ def shape_masks(shape: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, r: torc
     return torch.where(shape == 0, circle, torch.where(shape == 1, square, triangle))
 
 
-def composite(mask: torch.Tensor, colour_idx: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+def composite(mask: torch.Tensor, colour_idx: torch.Tensor, background: torch.Tensor,
+              colours: dict = COLOURS) -> torch.Tensor:
     """Frames from object masks (bool [N, K, T, H, W], later objects on top), each object's colour per
-    frame (``colour_idx`` [N, K, T] into ``COLOURS``) and the background (uint8 [N, T, 1, 3])."""
+    frame (``colour_idx`` [N, K, T] into ``colours``) and the background (uint8 [N, T, 1, 3])."""
     device = mask.device
     layer = torch.arange(1, mask.shape[1] + 1, device=device, dtype=torch.uint8)[None, :, None, None, None]
     top = (mask * layer).amax(dim=1).long()  # [N,T,H,W], 0 = background
-    palette = torch.tensor(list(COLOURS.values()), device=device, dtype=torch.uint8)
+    palette = torch.tensor(list(colours.values()), device=device, dtype=torch.uint8)
     colours = torch.cat([background, palette[colour_idx].permute(0, 2, 1, 3)], dim=2)  # [N,T,K+1,3]
     n, t_, h, w = top.shape
     out = torch.gather(colours.reshape(n * t_, -1, 3), 1, top.reshape(n * t_, h * w, 1).expand(-1, -1, 3))

@@ -4,20 +4,28 @@ The short task (``synthetic``, 16 frames) lets any method see every frame it nee
 clip holds one scene built so that each question type has its evidence in a different place of
 the clip, the regime of the papers (sparse frame sampling misses short events):
 
-- brief: ``flash`` -- an object visible for only 2-4 frames: its colour (red, green, blue), or none;
+- brief: ``flash`` -- an object visible for only 2-4 frames: its colour (orange, cyan, pink: no
+  other object has them, so the question is whether the kept frames caught it), or none;
 - spread: ``changes`` -- how often the centre object changes colour (0-3; each colour holds a
-  multiple of an eighth of the clip); ``first`` -- the colour of the corner object that appears
-  first (one appears in the first third of the clip, the other in the last third);
+  multiple of an eighth of the clip and none comes back: the changes are the colours shown less
+  one); ``first`` -- the colour of the corner object that appears first (one appears in the first
+  third of the clip, the other in the last third);
 - detail: ``small_count`` -- how many small objects (a quarter of a merged token across) appear
   together for 16 frames (1-4); ``small_where`` -- the quadrant of the one small object;
 - mixed: ``when_flash`` -- the quadrant of the orbiting object when the background flashes (2 frames).
 
 Every clip carries every part (centre object, corner pair, orbiting object, flash, small
 objects, background flash), drawn independently, so one clip answers every question type
-(``small_where`` when exactly one small object appears): training asks several per clip. Each
+(``small_where`` when exactly one small object appears): training asks up to five per clip. Each
 type has one fixed option list and a uniform answer letter; types interleave (sample ``i`` asks
 ``LONG_QTYPES[i % 6]``). Durations are in frames, so a longer clip spreads the same events thinner.
 Sampling and rendering are batched tensor code, as in ``synthetic``.
+
+``ease`` (training only; 0, the task's clips, by default) lengthens and enlarges the needles: at
+``ease=1`` the brief object and the small objects stay about a third of the clip, the small objects
+are larger, the background flash lasts a sixth of the clip and the mover turns slowly enough to stay
+in one quadrant through it. A curriculum from 1 to 0 lets attention find the needles before they
+shrink to a few of 4,096 tokens (``scripts/train_testbed.py``, ``curriculum_share``).
 """
 
 from __future__ import annotations
@@ -53,10 +61,12 @@ LONG_QTYPES = tuple(LONG_QUESTION_TYPES)
 LONG_GROUPS = ("brief", "spread", "detail", "mixed")
 LONG_FRAMES = 128
 MAX_LONG_FRAMES = 512
-LONG_VERSION = 1  # bump when the clips or questions a seed gives change
+LONG_VERSION = 2  # bump when the clips or questions a seed gives change
 
-COLOUR_INDEX = {name: i for i, name in enumerate(COLOURS)}
-FLASH_COLOURS = ("red", "green", "blue")  # the brief object's colours; option D is "none"
+# the short task's colours, then the brief object's own (the short task's draws index COLOURS)
+LONG_COLOURS = {**COLOURS, "orange": (245, 135, 20), "cyan": (40, 215, 225), "pink": (250, 130, 190)}
+COLOUR_INDEX = {name: i for i, name in enumerate(LONG_COLOURS)}
+FLASH_COLOURS = ("orange", "cyan", "pink")  # the brief object's colours; option D is "none"
 CORNER_COLOURS = ("red", "green", "blue", "yellow")  # the centre and corner objects' colours
 MOVER_COLOUR, SMALL_COLOUR = "white", "purple"
 FLASH_BACKGROUND = (120, 120, 132)  # the background of the 2 flash frames
@@ -71,13 +81,14 @@ QUESTION_PHRASES = [
     "Where is the small object?",
     "Where is the moving object when the background flashes?",
 ]
-OPTION_PHRASES = ["0", "1", "2", "3", "4"] + list(CORNER_COLOURS) + ["none"] + list(QUADRANTS)
+OPTION_PHRASES = ["0", "1", "2", "3", "4"] + list(CORNER_COLOURS) + ["none"] + list(QUADRANTS) + list(FLASH_COLOURS)
 LONG_PHRASES = FIXED + [" " + q for q in QUESTION_PHRASES] + [" " + o for o in OPTION_PHRASES]
 _Q0 = len(FIXED)
 _O0 = _Q0 + len(QUESTION_PHRASES)
 O_DIGIT, O_COLOUR = _O0, _O0 + 5  # "0".."4"; red, green, blue, yellow
 O_NONE = O_COLOUR + len(CORNER_COLOURS)
 O_QUADRANT = O_NONE + 1
+O_FLASH = O_QUADRANT + len(QUADRANTS)  # orange, cyan, pink
 
 # slots of a scene's objects, in drawing order (later on top)
 CENTRE, CORNER_A, CORNER_B, MOVER, FLASH, SMALL0 = range(6)
@@ -99,7 +110,8 @@ class LongScene(_TensorFields):
     orbit_phase: torch.Tensor  # float [N, K] angle (radians, y down) at frame 0
     orbit_speed: torch.Tensor  # float [N, K] radians per frame
     radius: torch.Tensor  # float [N, K]
-    flash_frame: torch.Tensor  # long [N] first of the 2 frames with a lighter background
+    flash_frame: torch.Tensor  # long [N] first frame with a lighter background
+    lit_frames: torch.Tensor  # long [N] frames of the background flash (2 at ease 0)
 
 
 def colour_ids(names, device) -> torch.Tensor:
@@ -113,17 +125,24 @@ def quadrant_of(x: torch.Tensor, y: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 0,
-                device: str | torch.device = "cpu", first: int = 0) -> tuple[LongScene, Questions]:
-    """Draw ``n`` long scenes and questions; sample ``i`` asks ``LONG_QTYPES[(first + i) % 6]``."""
+                device: str | torch.device = "cpu", first: int = 0, ease: float = 0.0) -> tuple[LongScene, Questions]:
+    """Draw ``n`` long scenes and questions; sample ``i`` asks ``LONG_QTYPES[(first + i) % 6]``.
+
+    ``ease`` in [0, 1]: how much longer and larger the needles are (0: the task; the draws of a seed
+    are the same at every ease, only durations, sizes and the mover's speed scale)."""
     if not 48 <= frames <= MAX_LONG_FRAMES:
         raise ValueError(f"long clips have 48 to {MAX_LONG_FRAMES} frames, got {frames}")
+    if not 0.0 <= ease <= 1.0:
+        raise ValueError(f"ease is in [0, 1], got {ease}")
+    longer = round(ease * frames * 0.35)  # frames added to the brief and the small objects
+    lit_frames = 2 + round(ease * frames / 6)
     draw = _Draw(seed, device)
     qtype = (torch.arange(n, device=device) + first) % len(LONG_QTYPES)
     k = SLOTS
     centre_xy = torch.full((n, 2), size / 2, device=device)
 
     # every answer first, uniform over its four options; the scene is built to show it
-    flash_answer = draw.integers(0, 4, (n,))  # red, green, blue, none
+    flash_answer = draw.integers(0, 4, (n,))  # orange, cyan, pink, none
     changes = draw.integers(0, 4, (n,))
     first_colour = draw.integers(0, 4, (n,))
     small_count = torch.where(qtype == LONG_QTYPES.index("small_where"), 1, 1 + draw.integers(0, 4, (n,)))
@@ -131,7 +150,7 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
 
     shape = draw.integers(0, len(SHAPES), (n, k))
     radius = draw.uniform(size * 0.075, size * 0.09, (n, k))
-    radius[:, SMALL0:] = size * 0.03
+    radius[:, SMALL0:] = size * (0.03 + 0.03 * ease)
     start = torch.zeros(n, k, 2, device=device)
     appear = torch.zeros(n, k, dtype=torch.long, device=device)
     vanish = torch.full((n, k), frames, dtype=torch.long, device=device)
@@ -139,11 +158,10 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
     never = frames + 1
     change_frames = torch.full((n, k, 3), never, dtype=torch.long, device=device)
 
-    # centre object: static; `changes` colour changes at distinct multiples of T/8, each new colour
-    # another of the four than the one before
+    # centre object: static; `changes` colour changes at distinct multiples of T/8, each to a colour
+    # not shown before (a permutation of the four)
     start[:, CENTRE] = centre_xy
-    steps = 1 + draw.integers(0, 3, (n, 3))
-    sequence = (draw.integers(0, 4, (n, 1)) + torch.cat([torch.zeros_like(steps[:, :1]), steps.cumsum(1)], 1)) % 4
+    sequence = draw.permutation(n, 4)
     corner_colours = colour_ids(CORNER_COLOURS, device)
     colours[:, CENTRE] = corner_colours[sequence]
     # the first `changes` of three sorted slots, the rest never (sorting keeps them in order)
@@ -170,8 +188,8 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
 
     # the mover: white, orbiting the centre 1-2 times; at the background flash its angle is inside
     # `mover_quadrant`, at least 15 degrees from the quadrant's edges
-    flash_frame = draw.integers(4, frames - 6, (n,))
-    speed = 2 * math.pi * draw.uniform(1.0, 2.0, (n,)) / frames
+    flash_frame = draw.integers(4, frames - 4 - lit_frames, (n,))
+    speed = 2 * math.pi * draw.uniform(1.0, 2.0, (n,)) / frames * (1 - 0.9 * ease)
     diagonal = torch.tensor([1.25, 1.75, 0.75, 0.25], device=device)[mover_quadrant] * math.pi  # TL, TR, BL, BR
     at_flash = diagonal + draw.uniform(-math.pi / 6, math.pi / 6, (n,))
     orbit_radius = torch.zeros(n, k, device=device)
@@ -185,10 +203,10 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
     radius[:, MOVER] = size * 0.08
 
     # the brief object: 2-4 frames, anywhere away from the border, on top of the mover
-    duration = 2 + draw.integers(0, 3, (n,))
-    flash_at = draw.integers(4, frames - 8, (n,))
+    duration = 2 + draw.integers(0, 3, (n,)) + longer
+    flash_at = draw.integers(4, frames - 8 - longer, (n,))
     start[:, FLASH] = draw.uniform(size * 0.15, size * 0.85, (n, 2))
-    colours[:, FLASH] = colour_ids([*FLASH_COLOURS, "red"], device)[flash_answer][:, None]  # none: slot inactive
+    colours[:, FLASH] = colour_ids([*FLASH_COLOURS, FLASH_COLOURS[0]], device)[flash_answer][:, None]  # none: slot inactive
     appear[:, FLASH], vanish[:, FLASH] = flash_at, flash_at + duration
 
     # small objects: 1-4 in distinct quadrants, away from the centre object, together for 16 frames
@@ -196,14 +214,15 @@ def sample_long(n: int, frames: int = LONG_FRAMES, size: int = 224, seed: int = 
     offset = draw.uniform(size * 0.15, size * 0.4, (n, 4, 2))
     start[:, SMALL0:] = torch.stack([quadrant % 2, quadrant // 2], -1).float() * (size / 2) \
         + torch.where(torch.stack([quadrant % 2, quadrant // 2], -1) > 0, offset, size / 2 - offset)
-    small_at = draw.integers(4, frames - SMALL_FRAMES - 4, (n,))
-    appear[:, SMALL0:], vanish[:, SMALL0:] = small_at[:, None], small_at[:, None] + SMALL_FRAMES
+    small_frames = SMALL_FRAMES + longer
+    small_at = draw.integers(4, frames - small_frames - 4, (n,))
+    appear[:, SMALL0:], vanish[:, SMALL0:] = small_at[:, None], small_at[:, None] + small_frames
 
     active = torch.ones(n, k, dtype=torch.bool, device=device)
     active[:, FLASH] = flash_answer < 3
     active[:, SMALL0:] = torch.arange(4, device=device)[None] < small_count[:, None]
     scene = LongScene(active, shape, colours, change_frames, appear, vanish, start, orbit_radius, orbit_phase,
-                      orbit_speed, radius, flash_frame)
+                      orbit_speed, radius, flash_frame, torch.full_like(flash_frame, lit_frames))
     return scene, ask_long(scene, qtype, frames, size)
 
 
@@ -230,7 +249,7 @@ def ask_long(scene: LongScene, qtype: torch.Tensor, frames: int, size: int) -> Q
     mover_quadrant = quadrant_of(at_flash[:, 0], at_flash[:, 1], size)
     quadrants = O_QUADRANT + fixed
     cases = {  # type: (question phrase, options, answer)
-        "flash": (_Q0, torch.tensor([O_COLOUR, O_COLOUR + 1, O_COLOUR + 2, O_NONE], device=device).expand(n, 4), flash_answer),
+        "flash": (_Q0, torch.tensor([O_FLASH, O_FLASH + 1, O_FLASH + 2, O_NONE], device=device).expand(n, 4), flash_answer),
         "changes": (_Q0 + 1, O_DIGIT + fixed, changes),
         "first": (_Q0 + 2, O_COLOUR + fixed, first_colour),
         "small_count": (_Q0 + 3, O_DIGIT + 1 + fixed, small_count - 1),
@@ -253,12 +272,21 @@ def valid_long_questions(scene: LongScene) -> torch.Tensor:
     return valid
 
 
+EXTRA_TURNS = 4  # other types every clip answers (``small_where`` needs exactly one small object)
+
+
 def extra_long_questions(scene: LongScene, first: Questions, turns: int, frames: int, size: int,
                          seed: int) -> list[Questions]:
-    """``turns`` more questions per clip, each of a type the clip answers, drawn uniformly."""
+    """``turns`` (at most 4) more questions per clip, of distinct types the clip answers, none the first's.
+
+    A type asked twice in one conversation could be answered by copying the earlier answer, a
+    shortcut that lowers the training loss without looking at the clip (long run C)."""
+    if not 0 <= turns <= EXTRA_TURNS:
+        raise ValueError(f"the long task has {EXTRA_TURNS} more distinct questions per clip, asked for {turns}")
     draw = _Draw(seed, scene.active.device)
-    valid = valid_long_questions(scene)
-    return [ask_long(scene, draw.choice(valid), frames, size) for _ in range(turns)]
+    allowed = valid_long_questions(scene).scatter(1, first.qtype[:, None], False)
+    order = torch.rand(allowed.shape, generator=draw.g, device=draw.device).masked_fill(~allowed, -1.0).argsort(1, descending=True)
+    return [ask_long(scene, order[:, j], frames, size) for j in range(turns)]
 
 
 def render_long(scene: LongScene, frames: int, size: int) -> torch.Tensor:
@@ -275,7 +303,7 @@ def render_long(scene: LongScene, frames: int, size: int) -> torch.Tensor:
     mask = mask & visible[..., None, None]
     changed = (frame[None, None, None, :] >= scene.change_frames[..., None]).sum(2)  # [N,K,T] changes so far
     colour_idx = scene.colours.gather(2, changed)
-    lit = (frame[None] >= scene.flash_frame[:, None]) & (frame[None] < scene.flash_frame[:, None] + 2)  # [N,T]
+    lit = (frame[None] >= scene.flash_frame[:, None]) & (frame[None] < (scene.flash_frame + scene.lit_frames)[:, None])  # [N,T]
     background = torch.where(lit[..., None], torch.tensor(FLASH_BACKGROUND, device=device),
                              torch.tensor(BACKGROUND, device=device)).to(torch.uint8)[:, :, None, :]
-    return composite(mask, colour_idx, background)
+    return composite(mask, colour_idx, background, LONG_COLOURS)

@@ -103,12 +103,15 @@ class SyntheticBatches:
         self.pad_id = processor.tokenizer.pad_token_id
         self.chroma = chroma  # probability of simulating 4:2:0 chroma per video
         self.prefix_positions: torch.Tensor | None = None  # [3, P] M-RoPE positions of the template prefix
+        self.text_start: int | None = None  # the position of the first text token after the prefix
 
-    def precompute_positions(self, model) -> None:
+    def precompute_positions(self, model, text_start: int | None = None) -> None:
         """Take the prefix's M-RoPE positions from ``model`` once, so batches carry ``position_ids``.
 
         Every sample has the same prefix (the video block), and the text after it is sequential,
         so the model's per-sample position computation (a Python loop over the batch) is skipped.
+        ``text_start`` places the text after the video where a longer clip's text starts (training
+        on short clips for a long task: the question then sees the video at the long task's offsets).
         """
         vp = self.processor.video_processor
         grid = torch.tensor([[self.frames // vp.temporal_patch_size, self.size // vp.patch_size, self.size // vp.patch_size]],
@@ -116,10 +119,16 @@ class SyntheticBatches:
         mrope, _ = model.model.get_rope_index(self.prefix[None], self.prefix_types[None], video_grid_thw=grid,
                                               attention_mask=torch.ones_like(self.prefix[None]))
         self.prefix_positions = mrope[:, 0]
+        natural = int(self.prefix_positions[:, -1].max()) + 1
+        if text_start is not None and text_start < natural:
+            raise ValueError(f"text_start {text_start} is inside the video block (its text starts at {natural})")
+        self.text_start = natural if text_start is None else text_start
 
-    def draw(self, n: int, seed: int, first: int = 0, on_cpu: bool = False) -> tuple[Scene, Questions]:
-        """``on_cpu`` draws where the task's split files are drawn, so the same seed gives the same split."""
-        scene, questions = self.task.sample(n, self.frames, self.size, seed, "cpu" if on_cpu else self.device, first)
+    def draw(self, n: int, seed: int, first: int = 0, on_cpu: bool = False, ease: float = 0.0) -> tuple[Scene, Questions]:
+        """``on_cpu`` draws where the task's split files are drawn, so the same seed gives the same split;
+        ``ease`` > 0 (long task only) draws the curriculum's larger, longer needles."""
+        options = {"ease": ease} if ease else {}
+        scene, questions = self.task.sample(n, self.frames, self.size, seed, "cpu" if on_cpu else self.device, first, **options)
         if on_cpu:
             scene, questions = (part.map(lambda v: v.to(self.device)) for part in (scene, questions))
         return scene, questions
@@ -166,7 +175,7 @@ class SyntheticBatches:
                "pixel_values_videos": pixels, "video_grid_thw": grid}
         if self.prefix_positions is not None:
             # [4, N, L]: row 0 the text position, rows 1-3 M-RoPE; text continues after the prefix.
-            after = self.prefix_positions[:, -1:] + 1 + torch.arange(body.shape[1], device=self.device)
+            after = self.text_start + torch.arange(body.shape[1], device=self.device)[None]
             mrope = torch.cat([self.prefix_positions, after.expand(3, -1)], 1)
             row0 = torch.arange(ids.shape[1], device=self.device)[None]
             out["position_ids"] = torch.cat([row0, mrope])[:, None, :].expand(4, n, -1)
