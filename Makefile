@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock test demo profile checkpoints synthetic synthetic-long train-testbed testbed-table ci-regression gpu-check clean
+.PHONY: help install lock test demo profile checkpoints synthetic synthetic-long train-testbed train-adapters testbed-table ci-regression gpu-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ synthetic: install ## generate the synthetic video task's data
 
 synthetic-long: install ## generate the long-clip task's data (300 clips of 128 frames; ARGS="--seed N" a fresh split)
 	$(BIN)/python -m freres_lmms synthetic --task long $(ARGS)
+
+train-adapters: install ## train Fre-Res's adapters, backbone frozen: make train-adapters ARGS="pretrained=... data=... method.budget=0.1"
+	$(BIN)/python scripts/train_adapters.py $(ARGS)
 
 train-testbed: install ## train a testbed model on one GPU (8.6 min): make train-testbed ARGS="testbed=qwen3vl"
 	$(BIN)/python scripts/train_testbed.py $(ARGS)

@@ -373,9 +373,9 @@ class FreResMethod(Method):
         grid_pos = positions.reshape(3, t, hw).double()
         parts = []  # (features per layer [N, D], positions [3, N], slots [N], kind) per branch
         fusion = self.fusion
-        if fusion is not None:
+        if fusion is not None:  # its own dtype (trained in float32); features cast in and back out
             fusion.check(anchor_layers[0].shape[-1])
-            fusion.to(device=device, dtype=anchor_layers[0].dtype)
+            fusion.to(device=device)
 
         # temporal_only still takes the backbone's frames as I-frames and for the statics
         anchor_grid = anchor_layers[0]  # [A, HW, D]: anchor energy and statics
@@ -400,9 +400,8 @@ class FreResMethod(Method):
         if plan["groups"]:
             parts += temporal["parts"]
         if fusion is not None:  # adapters, type embeddings and gates act on the main features
-            with torch.no_grad():
-                parts = [([fusion.raw(r[0].to(fusion.gates.dtype)) if kind == "raw" else fusion.fre(r[0].to(fusion.gates.dtype), kind),
-                           *r[1:]], pos, slot, kind) for r, pos, slot, kind in parts]
+            parts = [([fusion.raw(r[0].to(fusion.gates.dtype)) if kind == "raw" else fusion.fre(r[0].to(fusion.gates.dtype), kind),
+                       *r[1:]], pos, slot, kind) for r, pos, slot, kind in parts]
         if not any(p[2].numel() for p in parts):  # only temporal_only can get here: no anchors
             raise CompressionError("freres: temporal_only has nothing to emit: every residual of this clip "
                                    "is zero or below energy_floor (a still scene)")
@@ -518,9 +517,10 @@ class FreResMethod(Method):
         query = rows[0].view(n_anchor, per_anchor, -1)
         keys = [c[group].flatten(1, 2).to(dtype) for c in coeffs]  # [A, K*C, D]
         key = keys[0]
-        if fusion is not None:
-            with torch.no_grad():
-                query, key, keys[0] = fusion.query(query), fusion.key(keys[0]), fusion.value(keys[0])
+        if fusion is not None:  # in the fusion's dtype, back to the features'
+            own = fusion.gates.dtype
+            query, key, keys[0] = (layer(x.to(own)).to(dtype) for layer, x in
+                                   ((fusion.query, query), (fusion.key, keys[0]), (fusion.value, keys[0])))
         scores = torch.bmm(query, key.transpose(1, 2)).float() / math.sqrt(query.shape[-1])  # [A, r, K*C]
         own_cell = temporal["cell_of"][tokens][..., None] == torch.arange(cells, device=tokens.device)  # [A, r, C]
         allowed = own_cell[:, :, None, :] & keep[group][:, None]  # [A, r, K, C]

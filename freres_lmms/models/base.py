@@ -144,13 +144,18 @@ class QwenVLAdapter:
         question = ~turn_end & ~torch.isin(text, markers)
         return self.model.get_input_embeddings()(text), question
 
-    @torch.no_grad()
-    def compress_inputs(self, inputs: dict, method: Method) -> tuple[dict, list[CompressionStats]]:
+    def compress_inputs(self, inputs: dict, method: Method, grad: bool = False) -> tuple[dict, list[CompressionStats]]:
         """Processor outputs -> ``generate`` kwargs with each video compressed by ``method``.
 
         Returns the kwargs and per-sample stats (visual tokens before/after, seconds spent in the
-        method, GPU-synchronized).
+        method, GPU-synchronized). ``grad``: the method's finishing step runs with autograd on, so
+        its trainable parts (Fre-Res's fusion) get gradients through the emitted features; the
+        encoder and everything else stay without a graph (training adapters, ``adapter_training``).
         """
+        with torch.no_grad():
+            return self._compress_inputs(inputs, method, grad)
+
+    def _compress_inputs(self, inputs: dict, method: Method, grad: bool) -> tuple[dict, list[CompressionStats]]:
         input_ids = inputs["input_ids"]
         batch = input_ids.shape[0]
         attention_mask = inputs.get("attention_mask")
@@ -194,8 +199,9 @@ class QwenVLAdapter:
                 method_seconds += finished - vision_done
             query, question = self.query_embeddings(input_ids, attention_mask, span)
             started = _clock(input_ids.device)
-            out = stream.finish(mrope[:, span.row, span.seq].reshape(3, t, h, w), query.to(dtype), question)
-            outputs.append(self._prompt_order(out))
+            with torch.set_grad_enabled(grad):
+                out = self._prompt_order(stream.finish(mrope[:, span.row, span.seq].reshape(3, t, h, w), query.to(dtype), question))
+            outputs.append(out)
             finished = _clock(input_ids.device) - started
             stats[span.row].compression_seconds += method_seconds + finished
             stats[span.row].finish_seconds += finished
