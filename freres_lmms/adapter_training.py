@@ -169,11 +169,18 @@ class AdapterTrainer:
                     and stored["max_num_frames"] == self.recipe.max_num_frames:
                 self.teacher_logits = stored["logits"].to(self.device)
                 return self.teacher_logits
-        self.teacher_logits = torch.full((len(ids), len(LETTERS)), float("nan"), device=self.device)  # NaN: unusable
-        for lo in range(0, len(ids), self.micro_batch):
-            logits, kept = self._answer_logits(list(range(lo, min(lo + self.micro_batch, len(ids)))), self.full, grad=False)
+        # each process its share of the micro-batches; zeros elsewhere, so one all-reduce sum is exact
+        # (a sample that cannot be used is NaN on its process, and NaN after the sum)
+        self.teacher_logits = torch.zeros((len(ids), len(LETTERS)), device=self.device)
+        step = self.micro_batch * self.world
+        for lo in range(self.rank * self.micro_batch, len(ids), step):
+            chunk = list(range(lo, min(lo + self.micro_batch, len(ids))))
+            logits, kept = self._answer_logits(chunk, self.full, grad=False)
+            self.teacher_logits[chunk] = float("nan")
             if kept:
                 self.teacher_logits[kept] = logits[:, 0, self.letter_ids]
+        if self.world > 1:
+            torch.distributed.all_reduce(self.teacher_logits)
         if cache is not None and self.rank == 0:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"ids": ids, "pretrained": self.recipe.pretrained, "max_num_frames": self.recipe.max_num_frames,

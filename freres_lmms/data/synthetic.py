@@ -212,6 +212,11 @@ class _Draw:
         keys = torch.rand(allowed.shape, generator=self.g, device=self.device)
         return keys.masked_fill(~allowed, -1.0).argmax(1)
 
+    def ranked(self, allowed: torch.Tensor) -> torch.Tensor:
+        """Columns of each row of ``allowed`` [N, M] in a uniformly random order, the allowed ones first: [N, M]."""
+        keys = torch.rand(allowed.shape, generator=self.g, device=self.device)
+        return keys.masked_fill(~allowed, -1.0).argsort(1, descending=True)
+
     def permutation(self, n: int, k: int) -> torch.Tensor:
         """``n`` random permutations of range(k): [n, k]."""
         return torch.rand((n, k), generator=self.g, device=self.device).argsort(1)

@@ -115,7 +115,7 @@ class LongScene(_TensorFields):
 
 
 def colour_ids(names, device) -> torch.Tensor:
-    """Indices into COLOURS of colour names: long [len(names)]."""
+    """Indices into LONG_COLOURS of colour names: long [len(names)]."""
     return torch.tensor([COLOUR_INDEX[c] for c in names], device=device)
 
 
@@ -285,7 +285,7 @@ def extra_long_questions(scene: LongScene, first: Questions, turns: int, frames:
         raise ValueError(f"the long task has {EXTRA_TURNS} more distinct questions per clip, asked for {turns}")
     draw = _Draw(seed, scene.active.device)
     allowed = valid_long_questions(scene).scatter(1, first.qtype[:, None], False)
-    order = torch.rand(allowed.shape, generator=draw.g, device=draw.device).masked_fill(~allowed, -1.0).argsort(1, descending=True)
+    order = draw.ranked(allowed)
     return [ask_long(scene, order[:, j], frames, size) for j in range(turns)]
 
 
